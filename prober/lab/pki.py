@@ -63,8 +63,9 @@ def _hash_for(key: PrivateKey) -> hashes.HashAlgorithm | None:
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "prober lab")])
+    # Most significant first, as real CAs do, so RFC 4514 renders "CN=…,O=prober lab".
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "prober lab"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
 def _window(days: float, not_before: datetime | None, not_after: datetime | None) -> tuple[datetime, datetime]:
