@@ -1,0 +1,2 @@
+"""prober: outside-in synthetic endpoint prober."""
+__version__ = "0.1.0"

@@ -1,0 +1,97 @@
+"""`prober check | serve | validate | demo`: parse arguments, call the engine, render.
+
+Start-up stays light (this runs during incidents): nothing heavier than
+argparse is imported until a subcommand needs it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
+DEFAULT_LISTEN = "0.0.0.0:9716"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad usage is UNKNOWN (3) in the Nagios convention, and one line, not argparse's 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"prober: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_UNKNOWN)
+
+
+def _add_check(sub) -> None:
+    p = sub.add_parser("check", help="probe hostnames once and print a verdict (Nagios exit codes)",
+                       description="Probe each HOSTNAME outside-in (DNS, TLS, HTTP) and print a verdict. "
+                                   "Exit 0 ok, 1 warning, 2 critical, 3 unknown.")
+    p.add_argument("hostnames", nargs="+", metavar="HOSTNAME")
+    p.add_argument("--config", "-c", help="probes.yaml: a hostname found there uses its contract")
+    p.add_argument("--resolver", action="append", metavar="[public=|internal=]ADDR[:PORT]",
+                   help="ask this resolver (repeatable); replaces the configured list; 'system' = /etc/resolv.conf")
+    p.add_argument("--authoritative", metavar="ADDR[:PORT]|auto|off")
+    p.add_argument("--ca-file", metavar="PEM", help="extra trust anchors, added to the public store")
+    p.add_argument("--connect-to", metavar="ADDR", help="dial this address; SNI and Host stay the hostname")
+    p.add_argument("--https-port", type=int, metavar="N")
+    p.add_argument("--http-port", type=int, metavar="N")
+    p.add_argument("--health-path", metavar="PATH")
+    p.add_argument("--visibility", choices=("public", "private"))
+    p.add_argument("--timeout", metavar="SECONDS", help="per-hostname budget, e.g. 5 or 5s")
+    p.add_argument("--json", action="store_true", help="one JSON document per hostname (docs/json-schema.md)")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="probe on a schedule and export Prometheus metrics",
+                       description="Run every endpoint of the config on its interval; serve /metrics, "
+                                   "/probe, /report, /-/healthy, /-/ready, /-/reload.")
+    p.add_argument("--config", "-c", required=True)
+    p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR:PORT",
+                   help=f"where to serve (default {DEFAULT_LISTEN})")
+    p.add_argument("--shard", metavar="I/N", help="probe only the endpoints of shard I of N ('ordinal/N' takes "
+                                                  "I from the pod name's trailing number)")
+    p.add_argument("--location", metavar="NAME", help="add location=NAME to every series")
+    p.add_argument("--concurrency", type=int, default=256, metavar="N", help="probes in flight at once (256)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="prober", description="Outside-in synthetic endpoint prober: DNS -> TLS -> HTTP, "
+                                                "from the user-facing name inward.")
+    parser.add_argument("--version", action="version", version="prober 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_check(sub)
+    _add_serve(sub)
+    v = sub.add_parser("validate", help="check a probes.yaml; print each problem, or nothing")
+    v.add_argument("config")
+    d = sub.add_parser("demo", help="start a self-contained lab on loopback and serve it (no root, no internet)")
+    d.add_argument("--listen", default="127.0.0.1:0", metavar="ADDR:PORT")
+    d.add_argument("--once", action="store_true", help="print the verdict table and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return EXIT_UNKNOWN
+    try:
+        if args.command == "check":
+            from .commands import check
+            return check(args)
+        if args.command == "validate":
+            from .commands import validate
+            return validate(args.config)
+        if args.command == "serve":
+            from .service.app import serve_main
+            return serve_main(args)
+        if args.command == "demo":
+            from .lab.demo import demo_main
+            return demo_main(args)
+    except KeyboardInterrupt:
+        return EXIT_UNKNOWN
+    return EXIT_UNKNOWN
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""probe(endpoint) -> Report: the layers outside-in, under one deadline.
+
+The one code path for `prober check` and `prober serve`.  Each layer gets a
+share of the endpoint's timeout (and whatever an earlier layer left unused);
+a hard stop slightly past the timeout backs the per-layer deadlines up, so a
+hung endpoint can never hold a probe longer than its contract says.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from . import x509
+from .layers.dns import probe_dns
+from .layers.http import probe_http
+from .layers.tls import Connection, probe_tls
+from .model import (DnsResult, Endpoint, Finding, HttpResult, LayerResult, Report, TlsResult, Verdict)
+from .verdict import decide, layer_status
+
+DNS_SHARE = 0.4
+TLS_SHARE = 0.75
+HARD_STOP_GRACE = 0.5
+
+
+def _layer(name: str, started: float, findings: list[Finding]) -> LayerResult:
+    return LayerResult(name=name, status=layer_status(findings), duration_seconds=time.monotonic() - started,
+                       findings=tuple(findings))
+
+
+def _skipped(name: str, reason: str) -> LayerResult:
+    return LayerResult(name=name, status="skipped", duration_seconds=0.0, reason=reason)
+
+
+async def _dns(endpoint: Endpoint, deadline: float) -> tuple[DnsResult, LayerResult]:
+    if not endpoint.resolvers and endpoint.authoritative in ("off", "auto"):
+        reason = "no resolvers configured" + (f"; dialling connect_to {endpoint.connect_to}"
+                                              if endpoint.connect_to else "")
+        return DnsResult(addresses=(endpoint.connect_to,) if endpoint.connect_to else ()), _skipped("dns", reason)
+    started = time.monotonic()
+    result, findings = await probe_dns(endpoint, endpoint.resolvers, deadline)
+    return result, _layer("dns", started, findings)
+
+
+async def _run(endpoint: Endpoint, started_wall: float, started: float) -> Report:
+    timeout = endpoint.timeout
+    dns_result, dns_layer = await _dns(endpoint, started + timeout * DNS_SHARE)
+    tls_result, http_result = TlsResult(), HttpResult()
+    connections: list[Connection] = []
+    layers = [dns_layer]
+    findings = list(dns_layer.findings)
+    try:
+        if not dns_result.addresses:
+            layers += [_skipped("tls", "DNS gave no address to connect to"),
+                       _skipped("http", "DNS gave no address to connect to")]
+        else:
+            t0 = time.monotonic()
+            store = x509.TrustStore.load(endpoint.ca_file)
+            tls_result, tls_findings, connections = await probe_tls(
+                endpoint, dns_result.addresses, started + timeout * TLS_SHARE, store)
+            layers.append(_layer("tls", t0, tls_findings))
+            t0 = time.monotonic()
+            redirect_to = connections[0].address if connections else dns_result.addresses[0]
+            http_result, http_findings = await probe_http(endpoint, connections, redirect_to, started + timeout)
+            layers.append(_layer("http", t0, http_findings))
+            findings += tls_findings + http_findings
+    finally:
+        await asyncio.gather(*(c.aclose() for c in connections))
+    return _report(endpoint, started_wall, started, tuple(layers), tuple(findings),
+                   dns_result, tls_result, http_result)
+
+
+def _phases(dns: DnsResult, tls: TlsResult, http: HttpResult) -> dict[str, float]:
+    phases: dict[str, float] = {}
+    if dns.resolvers:
+        phases["dns"] = dns.duration_seconds
+    first = next((t for t in tls.targets if t.connected), None)
+    if first is not None:
+        phases["connect"] = first.connect_seconds or 0.0
+        if first.tls_seconds is not None:
+            phases["tls"] = first.tls_seconds
+    fb = next((h.first_byte_seconds for h in http.health if h.first_byte_seconds is not None), None)
+    if fb is not None:
+        phases["first_byte"] = fb
+    return phases
+
+
+def _report(endpoint: Endpoint, started_wall: float, started: float, layers: tuple[LayerResult, ...],
+            findings: tuple[Finding, ...], dns: DnsResult, tls: TlsResult, http: HttpResult) -> Report:
+    verdict = decide(endpoint.hostname, layers, findings)
+    return Report(hostname=endpoint.hostname, endpoint=endpoint, started_at=started_wall,
+                  duration_seconds=time.monotonic() - started, status=verdict.status, verdict=verdict,
+                  layers=layers, findings=findings, dns=dns, tls=tls, http=http,
+                  phases=_phases(dns, tls, http))
+
+
+def _timed_out(endpoint: Endpoint, started_wall: float, started: float) -> Report:
+    layers = tuple(LayerResult(name=n, status="unknown", duration_seconds=0.0,
+                               reason="the probe was stopped at its timeout") for n in ("dns", "tls", "http"))
+    verdict = Verdict(status="unknown", layer=None, code=None,
+                      message=f"{endpoint.hostname}: the probe did not finish within its {endpoint.timeout:g}s "
+                              "timeout and was stopped")
+    return Report(hostname=endpoint.hostname, endpoint=endpoint, started_at=started_wall,
+                  duration_seconds=time.monotonic() - started, status="unknown", verdict=verdict,
+                  layers=layers, findings=(), dns=DnsResult(), tls=TlsResult(), http=HttpResult())
+
+
+async def probe(endpoint: Endpoint) -> Report:
+    """Probe one endpoint; never raises (except cancellation)."""
+    started_wall, started = time.time(), time.monotonic()
+    try:
+        return await asyncio.wait_for(_run(endpoint, started_wall, started), endpoint.timeout + HARD_STOP_GRACE)
+    except asyncio.TimeoutError:
+        return _timed_out(endpoint, started_wall, started)

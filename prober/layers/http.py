@@ -1,0 +1,258 @@
+"""HTTP layer: the http->https redirect, HSTS, and the health path.
+
+The health request travels over the TLS layer's own connection (one
+handshake per address).  HTTP is spoken by httpcore/h11; bodies are read up
+to a cap, redirects are followed only within the endpoint's own origin, and
+every exchange is bounded by the probe's deadline.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+
+import httpcore
+import httpx
+
+from ..hints import hint_for
+from ..model import CATALOGUE, Endpoint, Finding, HttpExchange, HttpResult
+from .tls import _BACKEND, Connection, _error_text
+
+BODY_CAP = 64 * 1024
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+USER_AGENT = b"prober/0.1 (+https://github.com/prober-dev/prober)"
+_KEPT_HEADERS = ("server", "location", "strict-transport-security", "via", "x-amz-cf-id", "x-azure-ref",
+                 "x-envoy-upstream-service-time", "cf-ray", "x-cache", "content-type")
+_MAX_AGE = re.compile(r"max-age\s*=\s*\"?(\d+)", re.I)
+
+
+@dataclass(slots=True)
+class _Raw:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    body_bytes: int
+    first_byte: float
+
+
+async def _exchange(conn: httpcore.AsyncHTTP11Connection, scheme: str, endpoint: Endpoint, port: int,
+                    path: str, deadline: float, extra_headers: tuple[tuple[str, str], ...] = ()) -> _Raw:
+    host = endpoint.hostname
+    default_port = 443 if scheme == "https" else 80
+    host_header = host if port == default_port else f"{host}:{port}"
+    headers = [(b"Host", host_header.encode()), (b"User-Agent", USER_AGENT), (b"Accept", b"*/*"),
+               (b"Connection", b"keep-alive")]
+    headers += [(k.encode(), v.encode()) for k, v in extra_headers]
+    remaining = max(deadline - time.monotonic(), 0.001)
+    request = httpcore.Request(b"GET", httpcore.URL(scheme=scheme, host=host, port=port, target=path),
+                               headers=headers, extensions={"timeout": {"read": remaining, "write": remaining}})
+    sent = time.monotonic()
+    response = await conn.handle_async_request(request)
+    first_byte = time.monotonic() - sent
+    body = bytearray()
+    total = 0
+    try:
+        async for chunk in response.aiter_stream():
+            total += len(chunk)
+            if len(body) < BODY_CAP:
+                body += chunk[: BODY_CAP - len(body)]
+            if total >= BODY_CAP:
+                break  # read only up to the cap; the connection is closed below
+    finally:
+        await response.aclose()
+    fields: dict[str, str] = {}
+    for name, value in response.headers:
+        fields.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+    return _Raw(response.status, fields, bytes(body), total, first_byte)
+
+
+def edge_of(status: int | None, headers: dict[str, str], body: bytes) -> str | None:
+    """Which layer answered, from the response's signature."""
+    server = headers.get("server", "").lower()
+    text = body[:4096].decode("utf-8", "replace").lower()
+    if server.startswith("awselb"):
+        return "AWS ALB" + (" (no healthy targets)" if status == 503 else "")
+    if "microsoft-azure-application-gateway" in server or "microsoft-azure-application-gateway" in text:
+        return "Azure Application Gateway"
+    if "x-azure-ref" in headers:
+        return "Azure Front Door"
+    if "x-amz-cf-id" in headers:
+        return "CloudFront"
+    if "upstream connect error" in text or "no healthy upstream" in text:
+        return "Envoy (upstream unreachable)"
+    if server == "envoy" or "x-envoy-upstream-service-time" in headers:
+        return "Envoy" + (" -> app" if "x-envoy-upstream-service-time" in headers else "")
+    if "default backend - 404" in text:
+        return "ingress-nginx default backend (no Ingress rule for this host)"
+    if server == "cloudflare" or "cf-ray" in headers:
+        return "Cloudflare"
+    return None
+
+
+def _exchange_record(url: str, address: str, raw: _Raw | None, error: str | None, ok: bool,
+                     endpoint: Endpoint) -> HttpExchange:
+    if raw is None:
+        return HttpExchange(url=url, address=address, error=error, ok=False)
+    secret = {k.lower() for k, _ in endpoint.http.headers}
+    kept = tuple((k, "<redacted>" if k in secret else v) for k, v in raw.headers.items() if k in _KEPT_HEADERS)
+    return HttpExchange(
+        url=url, address=address, status=raw.status, location=raw.headers.get("location"), headers=kept,
+        body_excerpt=raw.body[:256].decode("utf-8", "replace"), body_bytes=raw.body_bytes, error=error,
+        edge=edge_of(raw.status, raw.headers, raw.body), ok=ok, first_byte_seconds=raw.first_byte)
+
+
+# ------------------------------------------------------------------- redirect
+def redirect_ok(endpoint: Endpoint, location: str | None) -> tuple[bool, str]:
+    """http://host/ must send the client to https:// on the same hostname (and TLS port)."""
+    if not location:
+        return False, "no Location header"
+    try:
+        target = httpx.URL(f"http://{endpoint.hostname}/").join(location)
+    except (httpx.InvalidURL, ValueError):
+        return False, f"unparsable Location {location[:120]!r}"
+    port = target.port or (443 if target.scheme == "https" else 80)
+    if target.scheme != "https":
+        return False, f"Location {location[:120]} is not https"
+    if (target.host or "").rstrip(".").lower() != endpoint.hostname:
+        return False, f"Location {location[:120]} leaves {endpoint.hostname}"
+    if port != endpoint.tls.port:
+        return False, f"Location {location[:120]} points at port {port}, not the TLS port {endpoint.tls.port}"
+    return True, ""
+
+
+async def check_redirect(endpoint: Endpoint, address: str, deadline: float) -> HttpExchange:
+    port = endpoint.http.port
+    url = f"http://{endpoint.hostname}:{port}/" if port != 80 else f"http://{endpoint.hostname}/"
+    try:
+        stream = await _BACKEND.connect_tcp(address, port, timeout=max(deadline - time.monotonic(), 0.001))
+    except Exception as exc:
+        return HttpExchange(url=url, address=address, error=f"connect: {_error_text(exc)}")
+    conn = httpcore.AsyncHTTP11Connection(httpcore.Origin(b"http", endpoint.hostname.encode(), port), stream)
+    try:
+        raw = await asyncio.wait_for(_exchange(conn, "http", endpoint, port, "/", deadline),
+                                     max(deadline - time.monotonic(), 0.001))
+    except Exception as exc:
+        return HttpExchange(url=url, address=address, error=_error_text(exc))
+    finally:
+        await _close(conn)
+    ok = raw.status in REDIRECT_STATUSES and redirect_ok(endpoint, raw.headers.get("location"))[0]
+    return _exchange_record(url, address, raw, None, ok, endpoint)
+
+
+async def _close(conn: httpcore.AsyncHTTP11Connection) -> None:
+    try:
+        await asyncio.wait_for(conn.aclose(), 1.0)
+    except Exception:
+        pass
+
+
+# --------------------------------------------------------------------- health
+def _same_origin(endpoint: Endpoint, path: str, location: str | None) -> str | None:
+    """The path to follow for a redirect that stays on https://hostname:tls_port; else None."""
+    if not location:
+        return None
+    try:
+        base = httpx.URL(f"https://{endpoint.hostname}:{endpoint.tls.port}{path}")
+        target = base.join(location)
+    except (httpx.InvalidURL, ValueError):
+        return None
+    if target.scheme != "https" or (target.host or "").lower() != endpoint.hostname:
+        return None
+    if (target.port or 443) != endpoint.tls.port:
+        return None
+    return target.raw_path.decode("ascii", "replace")
+
+
+def health_ok(endpoint: Endpoint, raw: _Raw) -> bool:
+    if raw.status not in endpoint.http.expect_status:
+        return False
+    pattern = endpoint.http.expect_body
+    return pattern is None or re.search(pattern, raw.body.decode("utf-8", "replace")) is not None
+
+
+async def check_health(endpoint: Endpoint, connection: Connection, deadline: float) -> HttpExchange:
+    port = endpoint.tls.port
+    path = endpoint.http.health_path
+    url = f"https://{endpoint.hostname}{'' if port == 443 else f':{port}'}{path}"
+    conn = httpcore.AsyncHTTP11Connection(
+        httpcore.Origin(b"https", endpoint.hostname.encode(), port), connection.stream)
+    raw = None
+    try:
+        for _ in range(MAX_REDIRECTS + 1):
+            raw = await asyncio.wait_for(
+                _exchange(conn, "https", endpoint, port, path, deadline, endpoint.http.headers),
+                max(deadline - time.monotonic(), 0.001))
+            follow = _same_origin(endpoint, path, raw.headers.get("location")) \
+                if raw.status in REDIRECT_STATUSES and raw.status not in endpoint.http.expect_status else None
+            if follow is None or not conn.is_available():
+                break
+            path = follow
+    except Exception as exc:
+        return _exchange_record(url, connection.address, raw, _error_text(exc), False, endpoint)
+    finally:
+        await _close(conn)
+    return _exchange_record(url, connection.address, raw, None, health_ok(endpoint, raw), endpoint)
+
+
+async def probe_http(endpoint: Endpoint, connections: list[Connection], redirect_address: str | None,
+                     deadline: float) -> tuple[HttpResult, list[Finding]]:
+    jobs = [check_health(endpoint, c, deadline) for c in connections]
+    want_redirect = endpoint.http.redirect and redirect_address is not None
+    if want_redirect:
+        jobs.append(check_redirect(endpoint, redirect_address, deadline))
+    done = await asyncio.gather(*jobs)
+    redirect = done[-1] if want_redirect else None
+    health = tuple(done[: len(connections)])
+    hsts = next((v for h in health for k, v in h.headers if k == "strict-transport-security"), None)
+    result = HttpResult(redirect=redirect, health=health, hsts=hsts)
+    return result, judge(endpoint, result)
+
+
+# ------------------------------------------------------------------- findings
+def _finding(endpoint: Endpoint, code: str, message: str, address: str | None = None) -> Finding:
+    return Finding(code=code, severity=CATALOGUE[code].severity, layer="http", message=message,
+                   hint=hint_for(code, endpoint), address=address)
+
+
+def judge(endpoint: Endpoint, result: HttpResult) -> list[Finding]:
+    out = _judge_redirect(endpoint, result.redirect)
+    for h in result.health:
+        if not h.ok:
+            out.append(_health_finding(endpoint, h))
+    answered = [h for h in result.health if h.status is not None]
+    if endpoint.http.hsts and answered:
+        age = _MAX_AGE.search(result.hsts or "")
+        if result.hsts is None or age is None or int(age.group(1)) < 86400:
+            got = f"'{result.hsts}'" if result.hsts else "no Strict-Transport-Security header"
+            out.append(_finding(endpoint, "http.missing_hsts",
+                                f"https://{endpoint.hostname} sends {got}; want max-age of at least one day"))
+    return out
+
+
+def _judge_redirect(endpoint: Endpoint, r: HttpExchange | None) -> list[Finding]:
+    if r is None or r.ok:
+        return []
+    where = f"{r.address}:{endpoint.http.port}"
+    if r.status is None:
+        code = "http.connect_failed"
+        return [_finding(endpoint, code, f"{r.url} ({where}) did not answer: {r.error}", where)]
+    if r.status not in REDIRECT_STATUSES:
+        return [_finding(endpoint, "http.no_https_redirect",
+                         f"{r.url} answers {r.status} instead of redirecting to https ({where})", where)]
+    _, why = redirect_ok(endpoint, r.location)
+    return [_finding(endpoint, "http.redirect_mismatch", f"{r.url} redirects with {r.status}, but {why}", where)]
+
+
+def _health_finding(endpoint: Endpoint, h: HttpExchange) -> Finding:
+    where = f"{h.address}:{endpoint.tls.port}"
+    if h.status is None:
+        msg = f"{h.url} did not answer from {where}: {h.error}"
+    elif h.status not in endpoint.http.expect_status:
+        by = f" from {h.edge}" if h.edge else ""
+        msg = (f"{h.url} answered {h.status}{by} (want {', '.join(map(str, endpoint.http.expect_status))}) "
+               f"at {where}")
+    else:
+        msg = f"{h.url} answered {h.status} but the body does not match {endpoint.http.expect_body!r} at {where}"
+    return _finding(endpoint, "http.health_failed", msg, where)
