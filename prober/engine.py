@@ -8,6 +8,7 @@ hung endpoint can never hold a probe longer than its contract says.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from . import x509
@@ -57,6 +58,7 @@ async def _run(endpoint: Endpoint, started_wall: float, started: float) -> Repor
             store = x509.TrustStore.load(endpoint.ca_file)
             tls_result, tls_findings, connections = await probe_tls(
                 endpoint, dns_result.addresses, started + timeout * TLS_SHARE, store)
+            tls_findings = _explain_with_dns(tls_findings, dns_result, endpoint.hostname)
             layers.append(_layer("tls", t0, tls_findings))
             t0 = time.monotonic()
             redirect_to = connections[0].address if connections else dns_result.addresses[0]
@@ -67,6 +69,39 @@ async def _run(endpoint: Endpoint, started_wall: float, started: float) -> Repor
         await asyncio.gather(*(c.aclose() for c in connections))
     return _report(endpoint, started_wall, started, tuple(layers), tuple(findings),
                    dns_result, tls_result, http_result)
+
+
+def _stale_only(dns: DnsResult) -> dict[str, list[str]]:
+    """Addresses that only resolvers disagreeing with the authoritative answer hand out."""
+    fresh = {a for r in (*dns.resolvers, *dns.authoritative) if r.agrees_with_authoritative is not False
+             for a in r.addresses}
+    stale: dict[str, list[str]] = {}
+    for r in dns.resolvers:
+        if r.agrees_with_authoritative is False:
+            for a in r.addresses:
+                if a not in fresh:
+                    stale.setdefault(a, []).append(r.resolver)
+    return stale
+
+
+def _explain_with_dns(findings: list[Finding], dns: DnsResult, hostname: str) -> list[Finding]:
+    """A TLS failure at an address only a stale resolver returns is a DNS problem (seed 26.1): say so."""
+    stale = _stale_only(dns)
+    if not stale:
+        return findings
+    out = []
+    for f in findings:
+        address = (f.address or "").rsplit(":", 1)[0].strip("[]")
+        if address in stale:
+            names = ", ".join(stale[address])
+            f = dataclasses.replace(
+                f, message=f"{f.message}; only {names} still answer{'s' if len(stale[address]) == 1 else ''} "
+                           f"{address}, which the authoritative servers no longer do (stale cache: the old "
+                           "load balancer?)",
+                hint=f"dig @<{names}> {hostname} and compare with dig @<authoritative-ns> +norecurse; "
+                     "wait for the TTL or flush that resolver's cache")
+        out.append(f)
+    return out
 
 
 def _phases(dns: DnsResult, tls: TlsResult, http: HttpResult) -> dict[str, float]:

@@ -94,6 +94,8 @@ def test_outside_in_verdict_picks_dns_before_tls(lab, capsys):
     _, doc = check_json(capsys, "stale-dns.lab.test", "--config", lab.config_path)
     # the old load balancer refuses connections: the verdict is TLS's, and DNS's findings say why
     assert doc["verdict"]["code"] == "tls.connect_failed" and "127.0.0.3" in doc["verdict"]["message"]
+    assert "only lab-public still answers 127.0.0.3" in doc["verdict"]["message"]
+    assert doc["verdict"]["hint"].startswith("dig @<lab-public> stale-dns.lab.test")
     stale = next(f for f in doc["findings"] if f["code"] == "dns.stale_resolver")
     assert "lab-public" in stale["message"] and "127.0.0.3" in stale["message"]
 
