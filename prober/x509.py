@@ -196,6 +196,8 @@ _LABEL = re.compile(r"[a-z0-9_-]+\Z")
 
 
 def _as_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if "%" in text:  # a zone id is local routing, never in a certificate: not an IP here
+        return None
     try:
         return ipaddress.ip_address(text.strip("[]"))
     except ValueError:
@@ -275,17 +277,23 @@ class TrustStore:
 
     @classmethod
     def load(cls, ca_file: str | None = None) -> TrustStore:
-        """The store for this trust configuration, memoised per (ca_file path, mtime)."""
-        if ca_file is None:
-            key, stamp = None, 0
-        else:
-            key = os.path.abspath(ca_file)
-            stamp = _mtime(key)
+        """The store for this trust configuration, memoised per (ca_file path, mtime).
+
+        Raises TrustStoreError when a ca_file cannot be used, unless an earlier
+        version of it loaded: a file caught mid-rewrite keeps the last good store.
+        """
+        key = None if ca_file is None else os.path.abspath(ca_file)
         with _STORES_LOCK:
             cached = _STORES.get(key)
+        try:
+            stamp = 0 if key is None else _mtime(key)
             if cached is not None and cached[0] == stamp:
                 return cached[1]
-        extra = _read_ca_file(key) if key is not None else []
+            extra = _read_ca_file(key) if key is not None else []
+        except TrustStoreError:
+            if cached is None:
+                raise
+            return cached[1]
         store = cls.from_certificates([*_certifi_anchors(), *extra], key)
         with _STORES_LOCK:
             _STORES[key] = (stamp, store)  # replaces the entry for an older mtime
@@ -373,7 +381,7 @@ def _builds_to_anchor(chain: Sequence[x509.Certificate], store: TrustStore, at: 
     """
     dns, ips = _typed_sans(chain[0])
     subjects: list[DNSName | IPAddress] = [IPAddress(ip) for ip in map(_as_ip, ips[:1]) if ip is not None]
-    subjects += [DNSName("wildcard" + name[1:] if name.startswith("*.") else name) for name in dns[:4]]
+    subjects += [DNSName("wildcard" + name[1:] if name.startswith("*.") else name) for name in dns[:2]]
     for subject in subjects:
         try:
             _server_verify(chain, subject, store, at, _SAN_ONLY_EE)
@@ -392,12 +400,13 @@ def _builds_to_anchor(chain: Sequence[x509.Certificate], store: TrustStore, at: 
 
 
 def _trust_times(chain: Sequence[x509.Certificate], store: TrustStore) -> list[float]:
-    """Instants inside every served certificate's validity window (and, first, inside
-    the matching anchors' too), so that trust is judged apart from expiry."""
+    """Instants at which to judge trust apart from expiry: inside every served
+    certificate's and matching anchor's validity window, else inside fewer of them
+    (an off-path served certificate may have expired), down to the leaf's alone."""
     served = [_validity(c) for c in chain]
     anchors = [_validity(a) for a in _related_anchors(chain, store)]
     times = []
-    for windows in (served + anchors, served):
+    for windows in (served + anchors, served, served[:1] + anchors, served[:1]):
         lo, hi = max(w[0] for w in windows), min(w[1] for w in windows)
         if lo <= hi:
             times.append(lo + (hi - lo) / 2)
