@@ -55,7 +55,14 @@ async def _run(endpoint: Endpoint, started_wall: float, started: float) -> Repor
                        _skipped("http", "DNS gave no address to connect to")]
         else:
             t0 = time.monotonic()
-            store = x509.TrustStore.load(endpoint.ca_file)
+            try:
+                store = x509.TrustStore.load(endpoint.ca_file)
+            except x509.TrustStoreError as err:
+                reason = f"cannot load the trust store: {err}"
+                layers += [LayerResult("tls", "unknown", 0.0, reason=reason),
+                           LayerResult("http", "unknown", 0.0, reason=reason)]
+                return _report(endpoint, started_wall, started, tuple(layers), tuple(findings),
+                               dns_result, tls_result, http_result)
             tls_result, tls_findings, connections = await probe_tls(
                 endpoint, dns_result.addresses, started + timeout * TLS_SHARE, store)
             tls_findings = _explain_with_dns(tls_findings, dns_result, endpoint.hostname)

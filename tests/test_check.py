@@ -228,3 +228,22 @@ def test_help_is_light():
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30).stdout
     assert out.strip().endswith("[]")
+
+
+def test_ca_file_broken_after_load_is_unknown_not_a_traceback(lab, capsys, tmp_path):
+    import asyncio
+    import shutil
+
+    from prober.config import build_endpoint, load_config
+    from prober.engine import probe
+    ca = tmp_path / "ca.pem"
+    shutil.copy(lab.bundle, ca)
+    contract = load_config(lab.config_path).by_hostname()["healthy.lab.test"]
+    endpoint = build_endpoint("healthy.lab.test", {"ca_file": str(ca)}, base=contract)
+    ca.write_text("rotated by hand, badly\n")  # the file breaks between config load and probe
+    report = asyncio.run(probe(endpoint))
+    assert report.status == "unknown"
+    assert [l.status for l in report.layers] == ["ok", "unknown", "unknown"]
+    assert "trust store" in report.layers[1].reason
+    code, out, err = run(capsys, "check", "healthy.lab.test", "--config", lab.config_path, "--ca-file", str(ca))
+    assert code == 3 and "holds no PEM certificate" in err and "Traceback" not in err
