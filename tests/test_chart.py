@@ -570,19 +570,29 @@ def test_alertmanager_routes_by_owner_team(chart, tmp_path: Path) -> None:
     assert receiver("namespace=other", "alertname=ProberAbsent", "owner_team=payments") == "unrouted"
 
 
-def test_expiry_tiers_inhibit_downwards_on_the_same_hostname(chart) -> None:
-    amc = one(render(chart, SHARDED), "AlertmanagerConfig")["spec"]
-    tiers = ["outage", "incident", "urgent", "high", "warning"]
-    pairs = set()
-    for rule in amc["inhibitRules"]:
-        assert rule["equal"] == ["hostname"]
-        source = {m["name"]: m for m in rule["sourceMatch"]}
-        target = {m["name"]: m for m in rule["targetMatch"]}
-        assert source["alertname"]["value"] == target["alertname"]["value"] == "Prober.+"
-        for t in tiers:
-            if re.fullmatch(target["severity"]["value"], t):
-                pairs.add((source["severity"]["value"], t))
-    assert pairs == {(a, b) for i, a in enumerate(tiers) for b in tiers[i + 1:]}
+def test_inhibitions_are_those_of_the_vm_alertmanager_example(chart, tmp_path: Path) -> None:
+    """Expiry tiers (by alert name) and outside-in layers, exactly as deploy/alertmanager/alertmanager.yml."""
+    vm = yaml.safe_load((ROOT / "deploy" / "alertmanager" / "alertmanager.yml").read_text())
+    ours = _alertmanager_yml(one(render(chart, SHARDED, namespace="observability"), "AlertmanagerConfig"))
+    scope = 'namespace="observability"'
+
+    def as_set(rules: list[dict[str, Any]]) -> set[tuple]:
+        return {(tuple(sorted(set(r["source_matchers"]) - {scope})), tuple(sorted(set(r["target_matchers"]) - {scope})),
+                 tuple(r["equal"])) for r in rules}
+
+    assert as_set(ours["inhibit_rules"]) == as_set(vm["inhibit_rules"])
+    # Read back: which expiry tier mutes which.
+    tiers = ["Outage", "Incident", "Urgent", "High", "Warning"]
+    muted = set()
+    for rule in ours["inhibit_rules"]:
+        (source,), (target,) = (set(rule[k]) - {scope} for k in ("source_matchers", "target_matchers"))
+        name, _, pattern = re.fullmatch(r'(\w+)(=~?)"(.*)"', target).groups()
+        muted |= {(source, t) for t in tiers if name == "alertname"
+                  and re.fullmatch(pattern, f"ProberCertificateExpiry{t}")}
+    assert muted == {(f'alertname="ProberCertificateExpiry{a}"', b) for i, a in enumerate(tiers) for b in tiers[i + 1:]}
+    off = render(chart, SHARDED, alertmanagerConfig={**_fixture(SHARDED)["alertmanagerConfig"],
+                                                      "inhibitExpiryTiers": False, "inhibitOutsideIn": False})
+    assert "inhibitRules" not in one(off, "AlertmanagerConfig")["spec"]
 
 
 # --------------------------------------------------------------------------

@@ -112,3 +112,14 @@ written as IPV4:PORT or [IPV6]:PORT (string or mapping address).
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The alert names in files/alerts.yaml, as a JSON list: values that name an alert are checked against it. */}}
+{{- define "prober.alertNames" -}}
+{{- $names := list }}
+{{- range $group := (fromYaml (.Files.Get "files/alerts.yaml")).groups }}
+{{- range $rule := $group.rules }}
+{{- with $rule.alert }}{{ $names = append $names . }}{{ end }}
+{{- end }}
+{{- end }}
+{{- toJson $names }}
+{{- end }}
