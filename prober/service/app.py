@@ -1,0 +1,248 @@
+"""`prober serve`: load the config, schedule every endpoint, serve metrics until SIGTERM.
+
+Threads: the asyncio loop (scheduler, probes, reloads) runs in the main
+thread; the HTTP server runs in its own threads and reaches the loop with
+``asyncio.run_coroutine_threadsafe``.  Reloads (SIGHUP, POST /-/reload) are
+serialised, parse the file off the loop, and swap the config whole: a bad
+file leaves the running config in force and sets
+``prober_config_last_reload_successful`` to 0.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import signal
+import sys
+import time
+from collections.abc import Coroutine
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
+
+from ..config import ConfigError, load_config
+from ..engine import probe
+from ..shard import in_shard, parse_shard
+from .metrics import EndpointCollector, SelfMetrics, Snapshot, SnapshotStore
+from .scheduler import OUTER_GUARD, Change, ProbeScheduler
+from .web import ServiceUnavailable, WebServer
+
+log = logging.getLogger("prober.service")
+
+EXIT_OK, EXIT_USAGE = 0, 3
+GRACE_SECONDS = 10.0  # in-flight probes get this long after SIGTERM before they are cancelled
+QUEUE_WAIT = 15.0  # /probe: how long a request may wait for a slot under --concurrency
+RELOAD_WAIT = 120.0  # /-/reload: parsing 10,000 endpoints takes a while
+MAX_LOCATION = 128
+T = TypeVar("T")
+
+
+class StartupError(Exception):
+    """The service cannot start: one line for the operator, exit code 3."""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    config: str
+    host: str
+    port: int
+    shard: tuple[int, int] | None
+    location: str | None
+    concurrency: int
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Options:
+        """Validate the flags; raises ValueError with a one-line message."""
+        host, port = parse_listen(args.listen)
+        shard = parse_shard(args.shard) if args.shard else None
+        if args.concurrency < 1:
+            raise ValueError(f"--concurrency {args.concurrency}: must be at least 1")
+        location = args.location
+        if location is not None and (not location.strip() or len(location) > MAX_LOCATION
+                                     or not location.isprintable()):
+            raise ValueError(f"--location: must be 1 to {MAX_LOCATION} printable characters")
+        return cls(args.config, host, port, shard, location, args.concurrency)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'ADDR:PORT', '[V6]:PORT' or ':PORT' (all IPv4 interfaces) -> (address, port)."""
+    usage = f"--listen {text!r}: expected ADDR:PORT with an IP address, e.g. 0.0.0.0:9716 or [::1]:9716"
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(usage)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(usage + " (put an IPv6 address in brackets)")
+    host = host or "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(usage) from None
+    return host, int(port)
+
+
+class Service:
+    """The service state the HTTP threads and the signal handlers act on."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, options: Options, scheduler: ProbeScheduler,
+                 metrics: SelfMetrics, registry: CollectorRegistry) -> None:
+        self._loop = loop
+        self._options = options
+        self._scheduler = scheduler
+        self._metrics = metrics
+        self._registry = registry
+        self._reload_lock = asyncio.Lock()
+        self.ready = False
+
+    # ------------------------------------------------- loop side
+    async def load(self, reason: str, initial: bool = False) -> tuple[bool, str]:
+        """Load the config file and put it in force; (False, one-line reason) leaves the old one running."""
+        async with self._reload_lock:
+            path = self._options.config
+            try:
+                config = await asyncio.to_thread(load_config, path)
+            except ConfigError as err:
+                return self._failed(reason, _summary(err.problems), initial)
+            except Exception as err:  # a bad file must never take the running service down
+                return self._failed(reason, f"{path}: {type(err).__name__}: {err}", initial)
+            endpoints = {e.hostname: e for e in config.endpoints if in_shard(e.hostname, self._options.shard)}
+            change = self._scheduler.apply(endpoints)
+            self._metrics.endpoints.set(len(endpoints))
+            self._metrics.reload_ok.set(1)
+            self._metrics.reload_time.set(time.time())
+            message = _loaded(path, len(config.endpoints), len(endpoints), self._options.shard, change)
+            log.info("%s (%s)", message, reason)
+            if not endpoints:
+                log.warning("no endpoint of %s is in this shard: nothing will be probed", path)
+            return True, message
+
+    def _failed(self, reason: str, message: str, initial: bool) -> tuple[bool, str]:
+        self._metrics.reload_ok.set(0)
+        if not initial:
+            log.error("config reload (%s) failed, the previous config stays in force: %s", reason, message)
+        return False, message
+
+    # ------------------------------------------------- thread side (ServiceApi)
+    def metrics(self) -> bytes:
+        return generate_latest(self._registry)
+
+    def is_configured(self, hostname: str) -> bool:
+        return hostname in self._scheduler.endpoints
+
+    def probe(self, hostname: str) -> Snapshot | None:
+        endpoint = self._scheduler.endpoints.get(hostname)
+        if endpoint is None:
+            return None
+        return self._call(self._scheduler.probe_now(hostname), endpoint.timeout + OUTER_GUARD + QUEUE_WAIT)
+
+    def report(self, hostname: str) -> Snapshot | None:
+        latest = self._scheduler.latest(hostname)
+        return latest if latest is not None else self.probe(hostname)
+
+    def reload(self) -> tuple[bool, str]:
+        ok, message = self._call(self.load("POST /-/reload"), RELOAD_WAIT)
+        return ok, message if ok else f"reload failed, the previous config stays in force: {message}"
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError:  # the loop is closed: we are shutting down
+            coro.close()
+            raise ServiceUnavailable("the service is shutting down") from None
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise TimeoutError from None
+
+
+def _summary(problems: list[str]) -> str:
+    more = len(problems) - 1
+    return problems[0] + (f" (and {more} more problem{'s' if more > 1 else ''}; "
+                          "`prober validate` lists them all)" if more > 0 else "")
+
+
+def _loaded(path: str, total: int, kept: int, shard: tuple[int, int] | None, change: Change) -> str:
+    where = f", {kept} in shard {shard[0]}/{shard[1]}" if shard else ""
+    return (f"loaded {path}: {total} endpoints{where}; {len(change.added)} added, "
+            f"{len(change.removed)} removed, {len(change.changed)} changed")
+
+
+def _setup_logging(level: str) -> None:
+    """One line per event on stderr.  Libraries that log per request or per job stay quiet unless debug."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    debug = level == "debug"
+    for name, quiet in (("apscheduler", logging.ERROR), ("httpx", logging.WARNING),
+                        ("httpcore", logging.WARNING), ("asyncio", logging.WARNING)):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else quiet)
+
+
+def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, service: Service) -> None:
+    reloads: set[asyncio.Task] = set()  # held so a running reload is not garbage-collected
+
+    def hangup() -> None:
+        task = loop.create_task(service.load("SIGHUP"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _serve(options: Options) -> int:
+    loop = asyncio.get_running_loop()
+    disable_created_metrics()  # *_created series would double the self-metrics for no alert's use
+    registry = CollectorRegistry(auto_describe=False)
+    metrics = SelfMetrics(registry, options.location)
+    scheduler = ProbeScheduler(probe, SnapshotStore(), metrics, concurrency=options.concurrency,
+                               location=options.location)
+    registry.register(EndpointCollector(scheduler.snapshots))
+    service = Service(loop, options, scheduler, metrics, registry)
+    try:
+        web = WebServer(options.host, options.port, service)
+    except OSError as err:
+        raise StartupError(f"cannot listen on {options.host}:{options.port}: {err.strerror or err}") from None
+    stop = asyncio.Event()
+    _install_signals(loop, stop, service)
+    web.start()
+    log.info("listening on %s", web.url)
+    try:
+        ok, message = await service.load("start", initial=True)
+        if not ok:
+            raise StartupError(f"cannot load the config: {message}")
+        scheduler.start()
+        service.ready = True
+        await stop.wait()
+        log.info("stopping: no new probes; in-flight probes get up to %gs", GRACE_SECONDS)
+        service.ready = False
+        await scheduler.stop(GRACE_SECONDS)
+    finally:
+        await asyncio.to_thread(web.stop)
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("stopped")
+    return EXIT_OK
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    """Entry point of `prober serve`: 0 after a clean SIGTERM/SIGINT, 3 on bad usage or an unloadable config."""
+    try:
+        options = Options.from_args(args)
+    except ValueError as err:
+        print(f"prober: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    _setup_logging(args.log_level)
+    try:
+        return asyncio.run(_serve(options))
+    except StartupError as err:
+        print(f"prober: {err}", file=sys.stderr)
+        return EXIT_USAGE

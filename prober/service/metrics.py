@@ -1,0 +1,233 @@
+"""Prometheus metrics for `prober serve` (the contract is docs/metrics.md).
+
+Endpoint series come from the latest report of each endpoint.  A report is
+turned into its samples once, when it arrives (``build_snapshot``), and a
+custom collector (``EndpointCollector``) only gathers the stored samples at
+scrape time: a scrape of 10,000 endpoints builds nothing per endpoint, an
+endpoint removed by a reload is gone from the next scrape, and a renewed
+certificate (new serial) replaces the old series because the old report is
+replaced.  Self-metrics are ordinary prometheus_client metrics in the same
+registry.  ``--location`` adds ``location`` to every series of both.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+
+from ..model import EXIT_CODES, EXPIRY_TIERS, LAYERS, Report
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+RESULTS: tuple[str, ...] = ("ok", "warning", "critical", "unknown")
+# Hostile certificates can carry very long names; a label value stays readable and bounded.
+MAX_LABEL_CHARS = 256
+RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0)
+LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+# name -> help text, in exposition order.  Every one is a gauge.
+ENDPOINT_FAMILIES: dict[str, str] = {
+    "prober_endpoint_info": "The endpoint contract (value 1), for joins that route alerts.",
+    "prober_probe_success": "1 when the last probe's status is ok or warning.",
+    "prober_probe_status": "Nagios code of the last probe: 0 ok, 1 warning, 2 critical, 3 unknown.",
+    "prober_layer_success": "Per layer: 0 when the layer had a critical finding or did not run.",
+    "prober_probe_duration_seconds": "Wall time of the last probe.",
+    "prober_probe_last_run_timestamp_seconds": "When the last probe finished (unix seconds).",
+    "prober_phase_duration_seconds": "Duration of a phase of the last probe: dns, connect, tls, first_byte.",
+    "prober_finding": "One series (value 1) per active finding of the last probe.",
+    "prober_expiry_threshold_days": "The contract's expiry_days per lifecycle tier.",
+    "prober_dns_resolver_up": "1 when the resolver answered (NOERROR or NXDOMAIN).",
+    "prober_dns_resolver_rcode": "The resolver's response code (value 1).",
+    "prober_dns_resolver_latency_seconds": "How long the resolver took to answer.",
+    "prober_dns_resolver_answers": "Number of A and AAAA records the resolver returned.",
+    "prober_dns_resolver_agrees_with_authoritative": "1 when the resolver's answer matches the authoritative one.",
+    "prober_tls_certificate_not_after_timestamp_seconds": "notAfter of a served certificate (unix seconds).",
+    "prober_tls_certificate_not_before_timestamp_seconds": "notBefore of a served certificate (unix seconds).",
+    "prober_tls_earliest_expiry_timestamp_seconds": "Earliest notAfter over every served chain.",
+    "prober_tls_verified": "1 when every served chain verified (trust, time, hostname).",
+    "prober_tls_hostname_match": "1 when every served leaf covers the hostname.",
+    "prober_tls_version_info": "Negotiated TLS protocol version (value 1).",
+}
+
+
+def _clip(value: str | None) -> str:
+    text = "" if value is None else value
+    return text if len(text) <= MAX_LABEL_CHARS else text[:MAX_LABEL_CHARS - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The latest report of one endpoint and its samples, built once."""
+    report: Report
+    samples: dict[str, tuple[Sample, ...]]
+
+    @property
+    def hostname(self) -> str:
+        return self.report.hostname
+
+
+class _Rows:
+    """Collects samples per family; a repeated label set keeps its first value."""
+
+    def __init__(self, base: dict[str, str]) -> None:
+        self.base = base
+        self.by_family: dict[str, dict[tuple, Sample]] = {}
+
+    def add(self, family: str, value: float, **labels: str | None) -> None:
+        full = {**self.base, **{k: _clip(v) for k, v in labels.items()}}
+        rows = self.by_family.setdefault(family, {})
+        key = tuple(full.items())
+        if key not in rows:
+            rows[key] = Sample(family, full, float(value))
+
+    def done(self) -> dict[str, tuple[Sample, ...]]:
+        return {family: tuple(rows.values()) for family, rows in self.by_family.items()}
+
+
+def build_snapshot(report: Report, location: str | None = None) -> Snapshot:
+    """Turn a report into the samples of every endpoint family (docs/metrics.md)."""
+    base = {"hostname": report.hostname}
+    if location:
+        base["location"] = location
+    rows = _Rows(base)
+    _probe_rows(rows, report)
+    _dns_rows(rows, report)
+    _tls_rows(rows, report)
+    return Snapshot(report, rows.done())
+
+
+def _probe_rows(rows: _Rows, r: Report) -> None:
+    e = r.endpoint
+    rows.add("prober_endpoint_info", 1, owner_team=e.owner_team, app_owner=e.app_owner,
+             visibility=e.visibility, tls_termination=e.tls_termination,
+             certificate_source=e.certificate_source)
+    rows.add("prober_probe_success", 1 if r.status in ("ok", "warning") else 0)
+    rows.add("prober_probe_status", EXIT_CODES.get(r.status, 3))
+    status = {layer.name: layer.status for layer in r.layers}
+    for name in LAYERS:
+        rows.add("prober_layer_success", 1 if status.get(name) in ("ok", "warning") else 0, layer=name)
+    rows.add("prober_probe_duration_seconds", r.duration_seconds)
+    rows.add("prober_probe_last_run_timestamp_seconds", r.started_at + r.duration_seconds)
+    for phase, seconds in r.phases.items():
+        rows.add("prober_phase_duration_seconds", seconds, phase=phase)
+    for f in r.findings:
+        rows.add("prober_finding", 1, code=f.code, severity=f.severity, layer=f.layer)
+    for tier, days in zip(EXPIRY_TIERS, e.expiry_days):
+        rows.add("prober_expiry_threshold_days", days, tier=tier)
+
+
+def _dns_rows(rows: _Rows, r: Report) -> None:
+    for a in r.dns.resolvers:
+        who = {"resolver": a.resolver, "view": a.view}
+        rows.add("prober_dns_resolver_up", 1 if a.answered else 0, **who)
+        rows.add("prober_dns_resolver_rcode", 1, **who, rcode=a.rcode)
+        rows.add("prober_dns_resolver_latency_seconds", a.latency_seconds, **who)
+        rows.add("prober_dns_resolver_answers", len(a.addresses), **who)
+        if a.agrees_with_authoritative is not None:
+            rows.add("prober_dns_resolver_agrees_with_authoritative", 1 if a.agrees_with_authoritative else 0,
+                     **who)
+
+
+def _tls_rows(rows: _Rows, r: Report) -> None:
+    """Certificates of every completed handshake, verified or not; absent when none completed."""
+    shaken = [t for t in r.tls.targets if t.handshake]
+    if not shaken:
+        return
+    for target in shaken:
+        for c in target.chain:
+            cert = {"position": c.position, "subject": c.subject, "issuer": c.issuer, "serial": c.serial}
+            rows.add("prober_tls_certificate_not_after_timestamp_seconds", c.not_after, **cert)
+            rows.add("prober_tls_certificate_not_before_timestamp_seconds", c.not_before, **cert)
+        if target.version:
+            rows.add("prober_tls_version_info", 1, version=target.version)
+    not_after = [c.not_after for t in shaken for c in t.chain]
+    if not_after:
+        rows.add("prober_tls_earliest_expiry_timestamp_seconds", min(not_after))
+    rows.add("prober_tls_verified", 1 if all(t.verdict and t.verdict.verified for t in shaken) else 0)
+    rows.add("prober_tls_hostname_match", 1 if all(t.verdict and t.verdict.hostname_match for t in shaken) else 0)
+
+
+class SnapshotStore:
+    """The latest snapshot per hostname, shared by the loop (writes) and the HTTP threads (reads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[str, Snapshot] = {}
+
+    def put(self, snapshot: Snapshot) -> None:
+        """Keep the newer of the stored and the given snapshot (an on-demand probe may race a scheduled one)."""
+        with self._lock:
+            old = self._latest.get(snapshot.hostname)
+            if old is None or old.report.started_at <= snapshot.report.started_at:
+                self._latest[snapshot.hostname] = snapshot
+
+    def get(self, hostname: str) -> Snapshot | None:
+        with self._lock:
+            return self._latest.get(hostname)
+
+    def drop(self, hostname: str) -> None:
+        with self._lock:
+            self._latest.pop(hostname, None)
+
+    def all(self) -> list[Snapshot]:
+        with self._lock:
+            return list(self._latest.values())
+
+
+class EndpointCollector(Collector):
+    """Yields the endpoint families from the snapshots `source` returns at scrape time."""
+
+    def __init__(self, source: Callable[[], Iterable[Snapshot]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        snapshots = list(self._source())
+        for name, doc in ENDPOINT_FAMILIES.items():
+            family = GaugeMetricFamily(name, doc)
+            for snapshot in snapshots:
+                family.samples.extend(snapshot.samples.get(name, ()))
+            yield family
+
+
+def render_snapshot(snapshot: Snapshot) -> bytes:
+    """One endpoint's series in the text exposition format (for /probe): a one-off registry."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EndpointCollector(lambda: (snapshot,)))
+    return generate_latest(registry)
+
+
+class SelfMetrics:
+    """The prober's own metrics; with a location, every one carries location=NAME."""
+
+    def __init__(self, registry: CollectorRegistry, location: str | None) -> None:
+        loc = (location,) if location else ()
+        names = ("location",) if location else ()
+
+        def one(metric: M) -> M:  # the one child of a metric whose only label is the location
+            return metric.labels(*loc) if loc else metric
+
+        runs = Counter("prober_probe_runs", "Probes run, by result.", (*names, "result"), registry=registry)
+        self.runs = {result: runs.labels(*loc, result) for result in RESULTS}
+        self.run_duration = one(Histogram("prober_probe_run_duration_seconds", "Probe wall time.", names,
+                                          buckets=RUN_BUCKETS, registry=registry))
+        self.lag = one(Histogram("prober_scheduler_lag_seconds", "Actual probe start minus planned start.",
+                                 names, buckets=LAG_BUCKETS, registry=registry))
+        self.skipped = one(Counter("prober_probe_runs_skipped",
+                                   "Runs skipped because the previous run of that endpoint was still going.",
+                                   names, registry=registry))
+        self.endpoints = one(Gauge("prober_endpoints_configured",
+                                   "Endpoints in the loaded config (after sharding).", names, registry=registry))
+        self.reload_ok = one(Gauge("prober_config_last_reload_successful",
+                                   "1 when the last config (re)load succeeded.", names, registry=registry))
+        self.reload_time = one(Gauge("prober_config_last_reload_success_timestamp_seconds",
+                                     "When the config was last loaded successfully (unix seconds).", names,
+                                     registry=registry))
+
+    def observe_run(self, report: Report) -> None:
+        self.runs.get(report.status, self.runs["unknown"]).inc()
+        self.run_duration.observe(report.duration_seconds)

@@ -1,0 +1,229 @@
+"""One APScheduler job per endpoint, every `interval`, under a global concurrency limit.
+
+Starts are spread over the interval: each endpoint's phase is a stable hash of
+its hostname plus a little per-process jitter, anchored on the unix epoch, so
+10,000 endpoints do not fire in the same second, a restart keeps each phase,
+and replicas in different locations do not hit an endpoint at the same instant.
+
+Every run goes through ``asyncio.Semaphore(concurrency)``; the scheduler lag
+(actual start, once the semaphore is held, minus the planned run time that
+APScheduler reports on submission) shows when that limit or the loop falls
+behind.  The engine enforces each endpoint's timeout; an outer guard a little
+later backs it up, so one hung endpoint never holds a slot past its budget.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED, JobSubmissionEvent
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from ..model import LAYERS, DnsResult, Endpoint, HttpResult, LayerResult, Report, TlsResult, Verdict
+from .metrics import SelfMetrics, Snapshot, SnapshotStore, build_snapshot
+
+log = logging.getLogger("prober.service")
+
+Probe = Callable[[Endpoint], Awaitable[Report]]
+# Seconds past the endpoint's timeout before the outer guard stops a probe the engine did not.
+OUTER_GUARD = 2.0
+# Per-process jitter added to the stable phase, as a fraction of the interval.
+JITTER_FRACTION = 0.1
+
+
+def phase_seconds(hostname: str, interval: float, jitter: float = 0.0) -> float:
+    """Where in [0, interval) this endpoint's runs fall: a stable hash of the hostname plus `jitter`.
+
+    The hash is salted so that it is independent of the shard assignment
+    (prober.shard hashes the same name): a shard's endpoints still spread
+    evenly over the interval.
+    """
+    digest = hashlib.sha256(b"prober-phase\0" + hostname.encode("utf-8")).digest()
+    fraction = int.from_bytes(digest[:8], "big") / 2**64
+    return (fraction * interval + jitter) % interval
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+
+
+class ProbeScheduler:
+    """Schedules the loaded endpoints, keeps their latest snapshots, and applies config changes."""
+
+    def __init__(self, probe: Probe, store: SnapshotStore, metrics: SelfMetrics, *, concurrency: int,
+                 location: str | None = None) -> None:
+        self._probe = probe
+        self._store = store
+        self._metrics = metrics
+        self._location = location
+        self._limit = asyncio.Semaphore(concurrency)
+        self._endpoints: dict[str, Endpoint] = {}
+        self._planned: dict[str, float] = {}  # hostname -> planned run time of the submitted run
+        self._inflight: dict[str, set[asyncio.Task[Report]]] = {}
+        self._stopping = False
+        self._scheduler = AsyncIOScheduler(timezone=timezone.utc, job_defaults={
+            "max_instances": 1, "coalesce": True,
+            "misfire_grace_time": None,  # a late run still runs (once: coalesce); the lag histogram shows it
+        })
+        self._scheduler.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
+        self._scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES)
+
+    # ------------------------------------------------------------------ config
+    @property
+    def endpoints(self) -> Mapping[str, Endpoint]:
+        """The endpoints in force: swapped whole by apply(), so readers never see half a config."""
+        return self._endpoints
+
+    def snapshots(self) -> list[Snapshot]:
+        """The latest snapshot of every endpoint in force (the collector's source)."""
+        current = self._endpoints
+        return [s for s in self._store.all() if s.hostname in current]
+
+    def apply(self, endpoints: Mapping[str, Endpoint]) -> Change:
+        """Make `endpoints` the config in force: swap first, then fix jobs, probes and snapshots."""
+        old, new = self._endpoints, dict(endpoints)
+        self._endpoints = new
+        change = Change(added=tuple(sorted(new.keys() - old.keys())),
+                        removed=tuple(sorted(old.keys() - new.keys())),
+                        changed=tuple(sorted(h for h in new.keys() & old.keys() if new[h] != old[h])))
+        for hostname in change.removed:
+            self._cancel(hostname)
+            self._store.drop(hostname)
+            self._planned.pop(hostname, None)
+            try:
+                self._scheduler.remove_job(hostname)
+            except JobLookupError:
+                pass
+        for hostname in change.changed:
+            self._cancel(hostname)  # its result would describe the old contract
+            self._schedule(new[hostname])
+        for hostname in change.added:
+            self._schedule(new[hostname])
+        return change
+
+    def _schedule(self, endpoint: Endpoint) -> None:
+        interval = endpoint.interval
+        phase = phase_seconds(endpoint.hostname, interval, random.uniform(0.0, interval * JITTER_FRACTION))
+        trigger = IntervalTrigger(seconds=interval, start_date=datetime.fromtimestamp(phase, tz=timezone.utc),
+                                  timezone=timezone.utc)
+        self._scheduler.add_job(self._scheduled_run, trigger, args=(endpoint.hostname,), id=endpoint.hostname,
+                                name=endpoint.hostname, replace_existing=True)
+
+    def _cancel(self, hostname: str) -> None:
+        for task in self._inflight.pop(hostname, set()):
+            task.cancel()
+
+    # ----------------------------------------------------------- APScheduler
+    def _submitted(self, event: JobSubmissionEvent) -> None:
+        # Runs in the loop thread before the job's task starts: the plan is there when it looks.
+        self._planned[event.job_id] = event.scheduled_run_times[0].timestamp()
+
+    def _skipped(self, event: JobSubmissionEvent) -> None:
+        self._metrics.skipped.inc()
+        log.debug("skipped a run of %s: the previous run is still going", event.job_id)
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    async def stop(self, grace: float) -> None:
+        """Stop scheduling, give in-flight probes `grace` seconds, cancel the rest."""
+        self._stopping = True
+        if self._scheduler.running:
+            self._scheduler.pause()
+        tasks = [t for group in self._inflight.values() for t in group]
+        if tasks:
+            log.info("waiting up to %gs for %d probes in flight", grace, len(tasks))
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.sleep(0)  # let the job coroutines finish storing what they got
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    # ------------------------------------------------------------------- runs
+    async def _scheduled_run(self, hostname: str) -> None:
+        planned = self._planned.pop(hostname, None)
+        endpoint = self._endpoints.get(hostname)
+        if endpoint is None:
+            return
+        try:
+            report = await self._guarded(endpoint, planned)
+        except asyncio.CancelledError:  # shutdown: nothing to record, and APScheduler would log it as a crash
+            return
+        if report is not None:
+            self._metrics.observe_run(report)
+            self._keep(endpoint, report)
+
+    async def probe_now(self, hostname: str) -> Snapshot | None:
+        """Probe a configured endpoint now (for /probe and /report); None when it is not configured."""
+        endpoint = self._endpoints.get(hostname)
+        if endpoint is None:
+            return None
+        report = await self._guarded(endpoint, None)
+        return None if report is None else self._keep(endpoint, report)
+
+    def latest(self, hostname: str) -> Snapshot | None:
+        return self._store.get(hostname) if hostname in self._endpoints else None
+
+    def _keep(self, endpoint: Endpoint, report: Report) -> Snapshot:
+        snapshot = build_snapshot(report, self._location)
+        if self._endpoints.get(endpoint.hostname) is endpoint:  # not removed or changed meanwhile
+            self._store.put(snapshot)
+        return snapshot
+
+    async def _guarded(self, endpoint: Endpoint, planned: float | None) -> Report | None:
+        """Run one probe under the limit and the outer guard; None when a reload or shutdown cancelled it."""
+        hostname = endpoint.hostname
+        async with self._limit:
+            if self._stopping:
+                return None
+            started_wall, started = time.time(), time.monotonic()
+            if planned is not None:
+                self._metrics.lag.observe(max(0.0, started_wall - planned))
+            task = asyncio.ensure_future(asyncio.wait_for(self._probe(endpoint), endpoint.timeout + OUTER_GUARD))
+            self._inflight.setdefault(hostname, set()).add(task)
+            try:
+                return await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # we are being cancelled ourselves
+                log.debug("cancelled the probe of %s: removed or changed by a reload", hostname)
+                return None
+            except asyncio.TimeoutError:
+                log.warning("the probe of %s overran its %gs timeout; stopped by the outer guard",
+                            hostname, endpoint.timeout)
+                return _failed(endpoint, started_wall, started, f"the probe did not finish within its "
+                               f"{endpoint.timeout:g}s timeout and was stopped by the service")
+            except Exception as err:  # the engine never raises; if it does, one endpoint must not stop the rest
+                log.warning("the probe of %s failed: %s: %s", hostname, type(err).__name__, err)
+                return _failed(endpoint, started_wall, started, f"the probe failed inside the prober "
+                               f"({type(err).__name__}); see the service log")
+            finally:
+                group = self._inflight.get(hostname)
+                if group is not None:
+                    group.discard(task)
+                    if not group:
+                        del self._inflight[hostname]
+
+
+def _failed(endpoint: Endpoint, started_wall: float, started: float, message: str) -> Report:
+    """An UNKNOWN report for a run the engine did not finish: its series must not stay as they were."""
+    layers = tuple(LayerResult(name=n, status="unknown", duration_seconds=0.0, reason=message)
+                   for n in LAYERS)
+    return Report(hostname=endpoint.hostname, endpoint=endpoint, started_at=started_wall,
+                  duration_seconds=time.monotonic() - started, status="unknown",
+                  verdict=Verdict(status="unknown", layer=None, code=None, message=f"{endpoint.hostname}: {message}"),
+                  layers=layers, findings=(), dns=DnsResult(), tls=TlsResult(), http=HttpResult())

@@ -1,0 +1,516 @@
+"""`prober serve` for real: a subprocess on a loopback port, probing lab servers.
+
+The service runs under a network guard of its own (the conftest guard only
+covers this process): a connect, sendto or lookup outside 127.0.0.0/8 and ::1
+is refused and reported on stderr, and every test fails on such a report.
+Metrics are read with prometheus_client's parser, as Prometheus would.
+"""
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from prober.lab.dnsserver import DnsServer
+from prober.lab.pki import CA, self_signed
+from prober.lab.runner import LabLoop
+from prober.lab.webserver import PlainHttpServer, TlsHttpServer
+from prober.service.scheduler import phase_seconds
+from prober.shard import shard_of
+
+REPO = Path(__file__).resolve().parents[1]
+ZONE = "example.test"
+WWW, API, EXPIRED, UNTRUSTED, HUNG, RENEW, NEW, UNLISTED = (
+    f"{n}.{ZONE}" for n in ("www", "api", "expired", "untrusted", "hung", "renew", "new", "unlisted"))
+GUARD_MARK = "NETWORK GUARD:"
+T = TypeVar("T")
+
+# Runs `prober serve` with socket calls outside loopback refused and reported.
+_GUARDED_MAIN = f"""
+import ipaddress, socket, sys
+
+def _loopback(host):
+    host = str(host.decode() if isinstance(host, bytes) else host).strip("[]").split("%")[0]
+    if host in ("", "localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
+
+def _check(what, address):
+    if isinstance(address, tuple) and address and not _loopback(address[0]):
+        print("{GUARD_MARK} " + what + " " + repr(address), file=sys.stderr, flush=True)
+        raise ConnectionRefusedError("network guard")
+
+def _wrap(name):
+    real = getattr(socket.socket, name)
+    def guarded(self, *args):
+        _check(name, args[-1])
+        return real(self, *args)
+    setattr(socket.socket, name, guarded)
+
+for _name in ("connect", "connect_ex", "sendto"):
+    _wrap(_name)
+_real_getaddrinfo = socket.getaddrinfo
+def _getaddrinfo(host, *args, **kwargs):
+    if host is not None and not _loopback(host):
+        print("{GUARD_MARK} getaddrinfo " + repr(host), file=sys.stderr, flush=True)
+        raise socket.gaierror(socket.EAI_NONAME, "network guard")
+    return _real_getaddrinfo(host, *args, **kwargs)
+socket.getaddrinfo = _getaddrinfo
+
+from prober.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+# ------------------------------------------------------------------ helpers
+def until(check: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+Series = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def parse(text: str) -> Series:
+    out: Series = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def pick(series: Series, name: str, **labels: str) -> list[float]:
+    return [v for l, v in series.get(name, []) if all(l.get(k) == w for k, w in labels.items())]
+
+
+def hostnames(series: Series, name: str = "prober_endpoint_info") -> set[str]:
+    return {l["hostname"] for l, _ in series.get(name, [])}
+
+
+class Serve:
+    """A `prober serve` subprocess: start, talk HTTP to it, signal it, collect its stderr."""
+
+    def __init__(self, config: Path, *flags: str) -> None:
+        self.config = config
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _GUARDED_MAIN, "serve", "--config", str(config), "--listen", "127.0.0.1:0",
+             *flags], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        url = until(lambda: self._find("listening on http://") or self._dead(), 20, "the service to listen")
+        self.host, port = url.split("listening on http://", 1)[1].strip().rsplit(":", 1)
+        self.port = int(port)
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def _find(self, text: str) -> str | None:
+        return next((line for line in self.lines if text in line), None)
+
+    def _dead(self) -> None:
+        if self.proc.poll() is not None:
+            pytest.fail(f"prober serve exited with {self.proc.returncode}: " + "\n".join(self.lines))
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.lines)
+
+    def request(self, method: str, target: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            conn.request(method, target, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, response.read().decode(), dict(response.getheaders())
+        finally:
+            conn.close()
+
+    def get(self, target: str) -> tuple[int, str]:
+        status, body, _ = self.request("GET", target)
+        return status, body
+
+    def metrics(self) -> Series:
+        status, body = self.get("/metrics")
+        assert status == 200
+        return parse(body)
+
+    def wait_ready(self) -> None:
+        until(lambda: self.get("/-/ready")[0] == 200 or self._dead(), 20, "/-/ready")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self) -> int:
+        """SIGTERM; the exit status.  Fails the test if it does not exit."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            pytest.fail("prober serve did not exit within 20s of SIGTERM")
+        self._reader.join(5)
+        assert GUARD_MARK not in self.stderr, self.stderr
+        assert "Traceback" not in self.stderr, self.stderr
+        return rc
+
+
+# ------------------------------------------------------------------ the lab
+class Lab:
+    """PKI, one DNS server and TLS servers on loopback, shared by the module."""
+
+    def __init__(self, directory: Path, loop: LabLoop) -> None:
+        self.dir = directory
+        self.loop = loop
+        root = CA.root()
+        self.inter = root.intermediate()
+        self.bundle = root.write_bundle(directory / "root.pem")
+        past = datetime.now(timezone.utc) - timedelta(days=3)
+        self.dns = loop.start(DnsServer())
+        self.dns.add_zone(ZONE)
+        self.plain = loop.start(PlainHttpServer())
+        self.servers: dict[str, TlsHttpServer] = {}
+        for name in (WWW, API, RENEW, NEW, UNLISTED):
+            self.serve(name, *self.inter.issue([name]).write(directory, name))
+        self.serve(EXPIRED, *self.inter.issue([EXPIRED], not_after=past).write(directory, "expired"))
+        self.serve(UNTRUSTED, *self_signed([UNTRUSTED]).write(directory, "untrusted"))
+        self.serve(HUNG, *self.inter.issue([HUNG]).write(directory, "hung"), mode="silent")
+
+    def serve(self, name: str, certfile: str, keyfile: str, mode: str = "normal") -> None:
+        self.servers[name] = self.loop.start(TlsHttpServer(certfile, keyfile, mode=mode, hsts="max-age=31536000"))
+        self.dns.set(name, "A", ["127.0.0.1"])
+
+    def config(self, path: Path, names: list[str], interval: str = "1s", timeout: str = "1s") -> Path:
+        """A probes.yaml for `names`.  The defaults point at the UNLISTED server: a probe of an
+        unconfigured name that fell back to the defaults would show up there."""
+        trap = self.servers[UNLISTED].port
+        lines = [
+            "defaults:",
+            f'  resolvers: ["127.0.0.1:{self.dns.port}"]',
+            '  authoritative: "off"',
+            f"  ca_file: {self.bundle}",
+            "  connect_to: 127.0.0.1",
+            f"  interval: {interval}",
+            f"  timeout: {timeout}",
+            f"  tls: {{port: {trap}}}",
+            f"  http: {{port: {self.plain.port}, redirect: false}}",
+            "endpoints:",
+        ]
+        for name in names:
+            port = self.servers[name].port if name in self.servers else self.servers[WWW].port
+            lines += [f"  - hostname: {name}", "    owner_team: web", f"    tls: {{port: {port}}}"]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def unlisted_untouched(self) -> bool:
+        return (self.servers[UNLISTED].connections == 0
+                and not any(q.qname == UNLISTED for q in self.dns.queries))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    with LabLoop() as loop:
+        yield Lab(tmp_path_factory.mktemp("lab"), loop)
+
+
+@pytest.fixture(scope="module")
+def fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    """One service probing healthy, expired, untrusted, hung and renewable endpoints every second."""
+    config = lab.config(tmp_path_factory.mktemp("fleet") / "probes.yaml",
+                        [WWW, API, EXPIRED, UNTRUSTED, HUNG, RENEW])
+    service = Serve(config, "--location", "lab-1")
+    service.wait_ready()
+    until(lambda: hostnames(service.metrics()) == {WWW, API, EXPIRED, UNTRUSTED, HUNG, RENEW}, 10,
+          "a first probe of every endpoint")
+    yield service
+    assert service.stop() == 0
+
+
+# ------------------------------------------------------------------ the fleet
+def test_healthy_endpoint_metrics(fleet: Serve) -> None:
+    s = fleet.metrics()
+    assert pick(s, "prober_probe_success", hostname=WWW) == [1]
+    assert pick(s, "prober_probe_status", hostname=WWW) == [0]
+    assert sorted(pick(s, "prober_layer_success", hostname=WWW)) == [1, 1, 1]
+    assert pick(s, "prober_endpoint_info", hostname=WWW, owner_team="web") == [1]
+    assert pick(s, "prober_tls_verified", hostname=WWW) == [1]
+    assert len(pick(s, "prober_tls_certificate_not_after_timestamp_seconds", hostname=WWW)) == 2
+    assert pick(s, "prober_dns_resolver_up", hostname=WWW) == [1]
+    assert pick(s, "prober_endpoints_configured") == [6]
+    assert pick(s, "prober_config_last_reload_successful") == [1]
+    assert pick(s, "prober_probe_runs_total", result="ok")[0] >= 2
+
+
+def test_location_label_on_every_series(fleet: Serve) -> None:
+    s = fleet.metrics()
+    missing = [(name, labels) for name, rows in s.items() for labels, _ in rows if labels.get("location") != "lab-1"]
+    assert not missing
+    assert "prober_scheduler_lag_seconds_bucket" in s and "prober_probe_runs_total" in s
+
+
+def test_expired_and_untrusted_certificates_export_their_dates(fleet: Serve) -> None:
+    s = fleet.metrics()
+    now = time.time()
+    expired = pick(s, "prober_tls_certificate_not_after_timestamp_seconds", hostname=EXPIRED, position="leaf")
+    assert len(expired) == 1 and expired[0] < now
+    assert pick(s, "prober_tls_verified", hostname=EXPIRED) == [0]
+    assert pick(s, "prober_finding", hostname=EXPIRED, code="tls.expired") == [1]
+    untrusted = pick(s, "prober_tls_certificate_not_after_timestamp_seconds", hostname=UNTRUSTED, position="leaf")
+    assert len(untrusted) == 1 and untrusted[0] > now
+    assert pick(s, "prober_tls_verified", hostname=UNTRUSTED) == [0]
+    assert pick(s, "prober_probe_success", hostname=UNTRUSTED) == [0]
+
+
+def test_hung_endpoint_does_not_delay_the_others(fleet: Serve) -> None:
+    before = fleet.metrics()
+    first = pick(before, "prober_probe_last_run_timestamp_seconds", hostname=WWW)[0]
+    # Three more runs of www while the hung endpoint keeps its probe slots busy.
+    until(lambda: pick(fleet.metrics(), "prober_probe_last_run_timestamp_seconds", hostname=WWW)[0] > first + 2.5,
+          8, "www to be probed again while hung hangs")
+    s = fleet.metrics()
+    assert pick(s, "prober_probe_success", hostname=HUNG) == [0]
+    assert pick(s, "prober_probe_success", hostname=WWW) == [1]
+    runs = pick(s, "prober_scheduler_lag_seconds_count")[0]
+    within_a_second = pick(s, "prober_scheduler_lag_seconds_bucket", le="1.0")[0]
+    assert runs >= 12
+    assert within_a_second == runs, "every run started within 1s of its plan"
+    assert pick(s, "prober_probe_run_duration_seconds_count")[0] >= runs - 6  # those in flight not yet counted
+
+
+def test_probe_and_report_for_a_configured_hostname(fleet: Serve) -> None:
+    status, body = fleet.get(f"/probe?hostname={WWW.upper()}.")
+    assert status == 200
+    s = parse(body)
+    assert hostnames(s, "prober_probe_success") == {WWW}
+    assert pick(s, "prober_probe_success", hostname=WWW, location="lab-1") == [1]
+    status, body, headers = fleet.request("GET", f"/report?hostname={WWW}")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert '"hostname": "www.example.test"' in body and '"status": "ok"' in body
+
+
+@pytest.mark.parametrize("path", ["/probe", "/report"])
+def test_unconfigured_hostname_is_refused_without_a_connection(fleet: Serve, lab: Lab, path: str) -> None:
+    for query, expected in ((f"hostname={UNLISTED}", 404), ("hostname=127.0.0.1", 400), ("", 400),
+                            (f"hostname={WWW}&hostname={UNLISTED}", 400), ("hostname=%ff", 400),
+                            ("hostname=a..b", 400), (f"target={UNLISTED}", 400)):
+        status, body = fleet.get(f"{path}?{query}" if query else path)
+        assert status == expected, (query, body)
+        assert body.count("\n") == 1 and body.strip(), body
+    assert lab.unlisted_untouched(), "the service reached out for a hostname it does not own"
+
+
+def test_http_bounds_and_methods(fleet: Serve) -> None:
+    assert fleet.get("/-/healthy")[0] == 200
+    assert fleet.get("/-/ready")[0] == 200
+    assert fleet.get("/nope")[0] == 404
+    status, _, headers = fleet.request("GET", "/-/reload")
+    assert status == 405 and headers["Allow"] == "POST"
+    assert fleet.request("POST", "/metrics")[0] == 405
+    assert fleet.get("/probe?hostname=" + "a" * 5000)[0] == 414
+    reloaded = pick(fleet.metrics(), "prober_config_last_reload_success_timestamp_seconds")
+    assert fleet.request("POST", "/-/reload", body=b"x" * 10_000)[0] == 413
+    assert pick(fleet.metrics(), "prober_config_last_reload_success_timestamp_seconds") == reloaded
+
+
+def test_renewed_certificate_replaces_its_series(fleet: Serve, lab: Lab) -> None:
+    def leaf_serials() -> set[str]:
+        return {l["serial"] for l, _ in fleet.metrics()["prober_tls_certificate_not_after_timestamp_seconds"]
+                if l["hostname"] == RENEW and l["position"] == "leaf"}
+
+    old = until(leaf_serials, 5, "the first certificate of renew")
+    renewed = lab.inter.issue([RENEW])
+    certfile, keyfile = renewed.write(lab.dir, "renew-2")
+    server = lab.servers[RENEW]
+
+    async def swap() -> None:  # on the lab loop, between handshakes
+        server.context.load_cert_chain(certfile, keyfile)
+
+    lab.loop.run(swap())
+    new = until(lambda: (serials := leaf_serials()) != old and serials, 5, "the renewed certificate")
+    assert new == {format(renewed.cert.serial_number, "x")}
+    assert not new & old
+
+
+# ------------------------------------------------------------------ reload
+def test_reload_adds_removes_and_survives_a_bad_file(lab: Lab, tmp_path: Path) -> None:
+    config = lab.config(tmp_path / "probes.yaml", [WWW])
+    service = Serve(config)
+    try:
+        service.wait_ready()
+        until(lambda: hostnames(service.metrics()) == {WWW}, 5, "www probed")
+
+        lab.config(config, [WWW, NEW])
+        service.signal(signal.SIGHUP)
+        until(lambda: hostnames(service.metrics()) == {WWW, NEW}, 5, "SIGHUP to add new")
+        assert pick(service.metrics(), "prober_endpoints_configured") == [2]
+        assert service.get(f"/report?hostname={NEW}")[0] == 200
+
+        lab.config(config, [WWW])
+        status, body, _ = service.request("POST", "/-/reload")
+        assert status == 200, body
+        s = service.metrics()  # at once: no probe needed for a removal to show
+        assert NEW not in {l.get("hostname") for rows in s.values() for l, _ in rows}
+        assert pick(s, "prober_endpoints_configured") == [1]
+        assert service.get(f"/probe?hostname={NEW}")[0] == 404
+        good_at = pick(s, "prober_config_last_reload_success_timestamp_seconds")[0]
+
+        config.write_text("endpoints: [\n")  # broken YAML
+        status, body, _ = service.request("POST", "/-/reload")
+        assert status == 500 and body.count("\n") == 1 and "previous config" in body
+        service.signal(signal.SIGHUP)
+        until(lambda: service._find("(SIGHUP) failed"), 5, "the SIGHUP reload to fail")
+        s = service.metrics()
+        assert pick(s, "prober_config_last_reload_successful") == [0]
+        assert pick(s, "prober_config_last_reload_success_timestamp_seconds") == [good_at]
+        assert pick(s, "prober_endpoints_configured") == [1]
+        last = pick(s, "prober_probe_last_run_timestamp_seconds", hostname=WWW)[0]
+        until(lambda: pick(service.metrics(), "prober_probe_last_run_timestamp_seconds", hostname=WWW)[0] > last,
+              5, "the old config to keep probing")
+
+        lab.config(config, [WWW])
+        assert service.request("POST", "/-/reload")[0] == 200
+        assert pick(service.metrics(), "prober_config_last_reload_successful") == [1]
+    finally:
+        assert service.stop() == 0
+
+
+def test_reload_cancels_the_probe_of_a_removed_endpoint(lab: Lab, tmp_path: Path) -> None:
+    config = lab.config(tmp_path / "probes.yaml", [HUNG], interval="3s", timeout="3s")
+    service = Serve(config)
+    try:
+        service.wait_ready()
+        seen = lab.servers[HUNG].connections
+        until(lambda: lab.servers[HUNG].connections > seen, 5, "a probe of the hung endpoint in flight")
+        lab.config(config, [WWW])
+        assert service.request("POST", "/-/reload")[0] == 200
+        # Uncancelled, the hung probe would end at its timeout and count as a failed run.
+        until(lambda: pick(service.metrics(), "prober_probe_runs_total", result="ok")[0] >= 4, 8, "www runs")
+        s = service.metrics()
+        assert sum(pick(s, "prober_probe_runs_total", result=r)[0] for r in ("warning", "critical", "unknown")) == 0
+        assert hostnames(s) == {WWW}
+    finally:
+        assert service.stop() == 0
+
+
+def test_starts_are_spread_over_the_interval_and_stable() -> None:
+    names = [f"host-{i}.{ZONE}" for i in range(10_000)]
+    phases = [phase_seconds(n, 60.0) for n in names]
+    per_second = [0] * 60
+    for p in phases:
+        assert 0 <= p < 60
+        per_second[int(p)] += 1
+    assert max(per_second) < 2 * len(names) / 60  # no second carries more than twice its share
+    assert phases == [phase_seconds(n, 60.0) for n in names]  # stable: a restart keeps each phase
+    assert phase_seconds(WWW, 60.0, jitter=59.0) == (phase_seconds(WWW, 60.0) + 59.0) % 60
+
+
+# ------------------------------------------------------------------ start, stop, shard
+def test_not_ready_until_the_config_is_loaded(lab: Lab, tmp_path: Path) -> None:
+    fifo = tmp_path / "probes.yaml"
+    os.mkfifo(fifo)  # the service blocks reading it until we write: the window before readiness
+    service = Serve(fifo)
+    try:
+        assert service.get("/-/ready")[0] == 503
+        assert service.get("/-/healthy")[0] == 200
+        assert service.get(f"/probe?hostname={WWW}")[0] == 503
+        with open(fifo, "w") as pipe:
+            pipe.write(lab.config(tmp_path / "real.yaml", [WWW]).read_text())
+        service.wait_ready()
+    finally:
+        assert service.stop() == 0
+    assert "stopped" in service.stderr
+
+
+def test_shard_filters_endpoints(lab: Lab, tmp_path: Path) -> None:
+    names = [f"host{i}.{ZONE}" for i in range(8)]
+    mine = {n for n in names if shard_of(n, 2) == 1}
+    assert mine and mine != set(names)
+    service = Serve(lab.config(tmp_path / "probes.yaml", names), "--shard", "1/2")
+    try:
+        service.wait_ready()
+        until(lambda: hostnames(service.metrics()) == mine, 8, "the shard's endpoints probed")
+        s = service.metrics()
+        assert pick(s, "prober_endpoints_configured") == [len(mine)]
+        assert all("location" not in l for rows in s.values() for l, _ in rows)
+        other = next(n for n in names if n not in mine)
+        assert service.get(f"/probe?hostname={other}")[0] == 404
+    finally:
+        assert service.stop() == 0
+
+
+def test_sigterm_with_a_probe_in_flight_exits_zero(lab: Lab, tmp_path: Path) -> None:
+    service = Serve(lab.config(tmp_path / "probes.yaml", [HUNG], interval="2s", timeout="2s"))
+    service.wait_ready()
+    until(lambda: lab.servers[HUNG].connections > 0, 5, "a probe of the hung endpoint")
+    assert service.stop() == 0
+    assert "stopped" in service.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fails_to_start(config: Path, listen: str, flags: list[str], says: str) -> None:
+    """`prober serve` exits 3 at once, with exactly one `prober:` line that contains `says`."""
+    done = subprocess.run([sys.executable, "-c", _GUARDED_MAIN, "serve", "--config", str(config),
+                           "--listen", listen, *flags], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=30)
+    assert done.returncode == 3, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("prober: ")]
+    assert len(errors) == 1 and says in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--listen", "nowhere"], "--listen"),
+    (["--listen", "[::1:80"], "--listen"),
+    (["--shard", "3/2"], "--shard"),
+    (["--concurrency", "0"], "--concurrency"),
+    (["--location", ""], "--location"),
+    (["--config", "/nonexistent/probes.yaml"], "cannot read"),
+])
+def test_bad_usage_is_one_line_and_exit_3(lab: Lab, tmp_path: Path, flags: list[str], says: str) -> None:
+    config = lab.config(tmp_path / "probes.yaml", [WWW])
+    _fails_to_start(config, f"127.0.0.1:{_free_port()}", flags, says)
+
+
+def test_port_in_use_and_bad_initial_config_exit_3(lab: Lab, tmp_path: Path) -> None:
+    good = lab.config(tmp_path / "probes.yaml", [WWW])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("endpoints:\n  - hostname: www.example.test\n    colour: blue\n    interval: soon\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cases = [(good, f"127.0.0.1:{taken.getsockname()[1]}", "cannot listen"),
+                 (bad, f"127.0.0.1:{_free_port()}", "bad.yaml:3")]
+        for config, listen, says in cases:
+            _fails_to_start(config, listen, [], says)
