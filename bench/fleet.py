@@ -1,0 +1,304 @@
+"""Fleet benchmark: `prober serve` side by side with blackbox_exporter, scale, CLI start-up, profile.
+
+    python bench/fleet.py --n 1000                 # the full run (about 10 minutes), prints Markdown
+    python bench/fleet.py --n 50 --smoke           # seconds: proves the harness works (CI)
+
+Everything runs on loopback: nginx (wildcard certificate from a test CA) serves
+<i>.fleet.test on 127.0.1.1-4, three lab DNS servers in their own process answer
+for the names.  The probers are pinned to CPU 0, the fleet and this driver to
+CPU 1 (when the machine has two).  Results go to stdout and, with --json, to a file.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from blackbox import drive, start_blackbox  # noqa: E402
+from common import (ROOT, BenchError, Fleet, cpu_seconds, http_get, lag_quantile, machine,  # noqa: E402
+                    self_metrics, start_serve, status_kb, write_probes)
+
+PROBER_CPU, FLEET_CPU = ("0", "1") if (os.cpu_count() or 1) > 1 else (None, None)
+
+
+# --------------------------------------------------------------------------- 1. side by side
+def prober_rep(fleet: Fleet, n: int, interval: float, warm: float, window: float) -> dict:
+    config = write_probes(fleet.workdir / f"probes-{n}.yaml", fleet, n, interval, min(5.0, interval))
+    serve = start_serve(config, fleet.workdir, PROBER_CPU)
+    try:
+        time.sleep(warm)
+        before = self_metrics(serve)
+        dns0, cpu0, t0 = cpu_seconds(fleet.dns_proc.pid), cpu_seconds(serve.proc.pid), time.monotonic()
+        time.sleep(window)
+        cpu1, dns1, t1 = cpu_seconds(serve.proc.pid), cpu_seconds(fleet.dns_proc.pid), time.monotonic()
+        after = self_metrics(serve)
+        runs = after["prober_probe_runs_total"] - before["prober_probe_runs_total"]
+        return {"probes": runs, "cpu_per_probe_ms": 1000 * (cpu1 - cpu0) / max(runs, 1),
+                "probes_per_s": runs / (t1 - t0), "peak_rss_mb": status_kb(serve.proc.pid, "VmHWM") / 1024,
+                "cpu_share": (cpu1 - cpu0) / (t1 - t0), "dns_cpu_share": (dns1 - dns0) / (t1 - t0),
+                "skipped": after["prober_probe_runs_skipped_total"] - before["prober_probe_runs_skipped_total"]}
+    finally:
+        serve.proc.stop()
+
+
+def blackbox_rep(fleet: Fleet, n: int, interval: float, warm: float, window: float) -> dict:
+    proc, url = start_blackbox(fleet, n, PROBER_CPU)
+    try:
+        samples: dict[str, float] = {}
+
+        async def run() -> object:
+            async def sample() -> None:
+                await asyncio.sleep(warm)
+                samples["cpu0"], samples["t0"] = cpu_seconds(proc.pid), time.monotonic()
+                await asyncio.sleep(window)
+                samples["cpu1"], samples["t1"] = cpu_seconds(proc.pid), time.monotonic()
+            sampler = asyncio.ensure_future(sample())
+            result = await drive(url, fleet, n, n / interval, warm + window + 1, (warm, warm + window))
+            await sampler
+            return result
+
+        result = asyncio.run(run())
+        done = result.completed_in_window
+        span = samples["t1"] - samples["t0"]
+        return {"probes": done, "cpu_per_probe_ms": 1000 * (samples["cpu1"] - samples["cpu0"]) / max(done, 1),
+                "probes_per_s": done / span, "peak_rss_mb": status_kb(proc.pid, "VmHWM") / 1024,
+                "cpu_share": (samples["cpu1"] - samples["cpu0"]) / span,
+                "success": result.succeeded / max(result.completed, 1)}
+    finally:
+        proc.stop()
+
+
+def median_of(reps: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in reps) for k in reps[0]}
+
+
+def side_by_side(fleet: Fleet, n: int, interval: float, reps: int, warm: float, window: float) -> dict:
+    prober, blackbox = [], []
+    for r in range(reps):  # alternate, so drift in the machine hits both sides alike
+        prober.append(prober_rep(fleet, n, interval, warm, window))
+        blackbox.append(blackbox_rep(fleet, n, interval, warm, window))
+        log(f"rep {r + 1}/{reps}: prober {prober[-1]['cpu_per_probe_ms']:.2f} ms/probe, "
+            f"blackbox {blackbox[-1]['cpu_per_probe_ms']:.2f} ms/probe")
+    p, b = median_of(prober), median_of(blackbox)
+    return {"n": n, "interval": interval, "reps": reps, "window": window, "prober": p, "blackbox": b,
+            "prober_reps": prober, "blackbox_reps": blackbox,
+            "ratio_cpu": p["cpu_per_probe_ms"] / max(b["cpu_per_probe_ms"], 1e-9),
+            "ratio_rss": p["peak_rss_mb"] / max(b["peak_rss_mb"], 1e-9)}
+
+
+# --------------------------------------------------------------------------- 2. scale
+def scale(fleet: Fleet, n: int, interval: float, duration: float) -> dict:
+    config = write_probes(fleet.workdir / f"scale-{n}.yaml", fleet, n, interval, min(10.0, interval))
+    t_start = time.monotonic()
+    serve = start_serve(config, fleet.workdir, PROBER_CPU, ready_timeout=300)
+    try:
+        startup = time.monotonic() - t_start
+        before = self_metrics(serve)
+        cpu0, t0 = cpu_seconds(serve.proc.pid), time.monotonic()
+        time.sleep(duration)
+        cpu1, t1 = cpu_seconds(serve.proc.pid), time.monotonic()
+        rss_now = status_kb(serve.proc.pid, "VmRSS") / 1024
+        after = self_metrics(serve)
+        peak = status_kb(serve.proc.pid, "VmHWM") / 1024
+        runs = after["prober_probe_runs_total"] - before["prober_probe_runs_total"]
+        return {"n": n, "interval": interval, "duration": t1 - t0, "startup_s": startup, "runs": runs,
+                "expected_runs": n * (t1 - t0) / interval,
+                "lag_p50": lag_quantile(0.5, before, after), "lag_p99": lag_quantile(0.99, before, after),
+                "lag_over_1s": (after['prober_scheduler_lag_seconds_count']
+                                - after['prober_scheduler_lag_seconds_bucket{le="1.0"}'])
+                - (before['prober_scheduler_lag_seconds_count'] - before['prober_scheduler_lag_seconds_bucket{le="1.0"}']),
+                "skipped": after["prober_probe_runs_skipped_total"] - before["prober_probe_runs_skipped_total"],
+                "cpu_share": (cpu1 - cpu0) / (t1 - t0), "rss_mb": rss_now, "peak_rss_mb": peak,
+                "rss_kb_per_endpoint": peak * 1024 / n}
+    finally:
+        serve.proc.stop()
+
+
+# --------------------------------------------------------------------------- 3. CLI
+def cli(fleet: Fleet, runs: int) -> dict:
+    config = write_probes(fleet.workdir / "one.yaml", fleet, 1, 60, 5)
+    manual = fleet.workdir / "manual.sh"
+    host, port, http_port = "0.fleet.test", fleet.tls_port, fleet.http_port
+    digs = " ; ".join(f"dig +short +time=2 +tries=1 @{r.split(':')[0]} -p {r.split(':')[1]} {host} A >/dev/null"
+                      for r in fleet.resolvers)
+    manual.write_text(
+        "#!/bin/sh\nset -e\n" + digs + "\n"
+        f"echo | openssl s_client -connect 127.0.1.1:{port} -servername {host} -CAfile {fleet.ca_file} "
+        f"-verify_return_error >/dev/null 2>&1\n"
+        f"curl -sS -o /dev/null --resolve {host}:{http_port}:127.0.1.1 http://{host}:{http_port}/\n"
+        f"curl -sS -o /dev/null -D - --cacert {fleet.ca_file} --resolve {host}:{port}:127.0.1.1 "
+        f"https://{host}:{port}/healthz | grep -qi strict-transport\n")
+    manual.chmod(0o755)
+    py = sys.executable
+    commands = {"prober --help": f"{py} -m prober --help",
+                "prober check (1 endpoint, 3 resolvers)": f"{py} -m prober check {host} --config {config}",
+                "dig x3 + openssl s_client + curl x2 (by hand)": f"sh {manual}"}
+    for label, cmd in commands.items():  # each must work before it is timed
+        rc = subprocess.run(cmd, shell=True, capture_output=True, timeout=30, cwd=ROOT).returncode
+        if rc != 0:
+            raise BenchError(f"{label}: exit {rc} ({cmd})")
+    out = {}
+    hyperfine = shutil.which("hyperfine")
+    for label, cmd in commands.items():
+        if hyperfine:
+            export = fleet.workdir / "hyperfine.json"
+            subprocess.run([hyperfine, "-N" if " " not in cmd else "--shell=sh", "--warmup", "2", "--runs", str(runs),
+                            "--export-json", str(export), cmd], capture_output=True, timeout=300, check=True, cwd=ROOT)
+            times = json.loads(export.read_text())["results"][0]["times"]
+        else:
+            times = []
+            for _ in range(runs):
+                t = time.perf_counter()
+                subprocess.run(cmd, shell=True, capture_output=True, timeout=30, cwd=ROOT)
+                times.append(time.perf_counter() - t)
+        out[label] = {"median_ms": 1000 * statistics.median(times), "min_ms": 1000 * min(times), "runs": len(times)}
+    out["tool"] = "hyperfine" if hyperfine else "perf_counter loop"
+    return out
+
+
+# --------------------------------------------------------------------------- 4. profile
+def profile(fleet: Fleet, n: int, interval: float, seconds: float, out: Path) -> dict:
+    pyspy = shutil.which("py-spy")
+    if not pyspy:
+        return {"skipped": "py-spy not installed (pip install py-spy)"}
+    config = write_probes(fleet.workdir / f"profile-{n}.yaml", fleet, n, interval, min(5.0, interval))
+    serve = start_serve(config, fleet.workdir, PROBER_CPU)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        time.sleep(min(5.0, interval / 2))
+        for fmt, path in (("speedscope", out / "serve.speedscope.json"), ("flamegraph", out / "serve.svg")):
+            subprocess.run([pyspy, "record", "--nonblocking", "--pid", str(serve.proc.pid), "--duration",
+                            str(int(seconds)), "--rate", "200", "--format", fmt, "--output", str(path)],
+                           capture_output=True, timeout=seconds + 60, check=True)
+    finally:
+        serve.proc.stop()
+    return {"top_self": top_frames(out / "serve.speedscope.json", inclusive=False),
+            "top_inclusive": top_frames(out / "serve.speedscope.json", inclusive=True)}
+
+
+def top_frames(path: Path, inclusive: bool, k: int = 15) -> list[tuple[str, float]]:
+    """Share of samples per frame (self time, or inclusive), from a py-spy speedscope file; idle excluded."""
+    doc = json.loads(path.read_text())
+    frames = doc["shared"]["frames"]
+    counts: dict[str, float] = {}
+    total = 0.0
+    for prof in doc["profiles"]:
+        for stack, weight in zip(prof["samples"], prof["weights"]):
+            if not stack:
+                continue
+            leaf = frames[stack[-1]]
+            if leaf["name"] in ("select", "poll", "epoll_wait", "_worker", "wait") and "selectors" in leaf.get("file", "") \
+                    or leaf["name"] == "wait" and "threading" in leaf.get("file", ""):
+                continue  # idle: the loop waiting for I/O, or a thread parked
+            total += weight
+            keys = {_label(frames[i]) for i in stack} if inclusive else {_label(leaf)}
+            for key in keys:
+                counts[key] = counts.get(key, 0.0) + weight
+    return [(key, round(100 * c / total, 1)) for key, c in sorted(counts.items(), key=lambda kv: -kv[1])[:k]]
+
+
+def _label(frame: dict) -> str:
+    file = frame.get("file", "")
+    short = "/".join(file.split("/")[-2:])
+    return f"{frame['name']} ({short}:{frame.get('line', '?')})"
+
+
+# --------------------------------------------------------------------------- report
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [f"Machine: {m['nproc']} CPUs, {m['cpu']}, kernel {m['kernel']}, Python {m['python']}; {m['date']}", ""]
+    sbs = results.get("side_by_side")
+    if sbs:
+        p, b = sbs["prober"], sbs["blackbox"]
+        lines += [f"### Side by side: {sbs['n']} endpoints, one probe each per {sbs['interval']:g}s "
+                  f"(medians of {sbs['reps']} reps, {sbs['window']:g}s windows)", "",
+                  "| | prober serve (full layered probe) | blackbox_exporter http_2xx | ratio |", "|---|---|---|---|",
+                  f"| CPU per probe | {p['cpu_per_probe_ms']:.2f} ms | {b['cpu_per_probe_ms']:.2f} ms | "
+                  f"{sbs['ratio_cpu']:.2f}x |",
+                  f"| peak RSS (VmHWM) | {p['peak_rss_mb']:.1f} MB | {b['peak_rss_mb']:.1f} MB | {sbs['ratio_rss']:.2f}x |",
+                  f"| probes completed / s | {p['probes_per_s']:.1f} | {b['probes_per_s']:.1f} | |",
+                  f"| CPU share of its core | {100 * p['cpu_share']:.0f}% | {100 * b['cpu_share']:.0f}% | |",
+                  f"| fleet DNS process CPU share (prober side) | {100 * p['dns_cpu_share']:.0f}% | n/a (hosts file) | |",
+                  f"| blackbox probe_success | | {100 * b['success']:.0f}% | |", ""]
+    for s in results.get("scale", []):
+        lines.append(f"- scale {s['n']} endpoints @ {s['interval']:g}s for {s['duration']:.0f}s: runs {s['runs']:.0f} "
+                     f"(expected {s['expected_runs']:.0f}), lag p50 {_f(s['lag_p50'])} s, p99 {_f(s['lag_p99'])} s, "
+                     f"lag > 1s: {s['lag_over_1s']:.0f}, skipped {s['skipped']:.0f}, CPU {100 * s['cpu_share']:.0f}%, "
+                     f"RSS {s['rss_mb']:.0f} MB (peak {s['peak_rss_mb']:.0f} MB, {s['rss_kb_per_endpoint']:.1f} kB/endpoint), "
+                     f"start-up {s['startup_s']:.1f}s")
+    for label, c in results.get("cli", {}).items():
+        if isinstance(c, dict):
+            lines.append(f"- CLI {label}: median {c['median_ms']:.0f} ms (min {c['min_ms']:.0f}, {c['runs']} runs)")
+    prof = results.get("profile", {})
+    for kind in ("top_self", "top_inclusive"):
+        if kind in prof:
+            lines += ["", f"Profile {kind}:"] + [f"- {pct}% {frame}" for frame, pct in prof[kind]]
+    return "\n".join(lines)
+
+
+def _f(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=1000, help="endpoints in the side-by-side run (1000)")
+    p.add_argument("--interval", type=float, default=20.0, help="side-by-side probe interval, seconds (20)")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--window", type=float, default=20.0, help="measured seconds per repetition (20)")
+    p.add_argument("--scale", default="1000,10000", help="endpoint counts for the 60s-interval scale runs")
+    p.add_argument("--scale-duration", type=float, default=130.0, help="measured seconds per scale run (130)")
+    p.add_argument("--cli-runs", type=int, default=10)
+    p.add_argument("--profile-seconds", type=float, default=30.0)
+    p.add_argument("--only", default="sbs,scale,cli,profile", help="phases to run, comma-separated")
+    p.add_argument("--smoke", action="store_true", help="tiny and fast: proves the harness works, measures nothing")
+    p.add_argument("--json", type=Path, help="write the results here too")
+    args = p.parse_args()
+    if args.smoke:
+        args.interval, args.reps, args.window, args.cli_runs = 5.0, 1, 3.0, 2
+        args.scale, args.scale_duration, args.profile_seconds = str(args.n), 4.0, 0
+        args.only = args.only.replace(",profile", "")
+    phases = set(args.only.split(","))
+    scales = [int(x) for x in args.scale.split(",") if x] if "scale" in phases else []
+    if FLEET_CPU:
+        os.sched_setaffinity(0, {int(FLEET_CPU)})  # this driver sits with the fleet, off the probers' core
+    results: dict = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
+    try:
+        with Fleet(n=max([args.n, *scales]), cpus=FLEET_CPU) as fleet:
+            log(f"fleet up in {fleet.workdir}: nginx :{fleet.tls_port}/:{fleet.http_port}, DNS {fleet.resolvers}")
+            if "sbs" in phases:
+                results["side_by_side"] = side_by_side(fleet, args.n, args.interval, args.reps,
+                                                       min(5.0, args.interval / 2), args.window)
+            if "cli" in phases:
+                results["cli"] = cli(fleet, args.cli_runs)
+            for n in scales:
+                log(f"scale: {n} endpoints at 60s for {args.scale_duration:g}s")
+                results.setdefault("scale", []).append(
+                    scale(fleet, n, 5.0 if args.smoke else 60.0, args.scale_duration))
+            if "profile" in phases:
+                results["profile"] = profile(fleet, args.n, args.interval, args.profile_seconds,
+                                             ROOT / "bench" / "profiles")
+    except BenchError as err:
+        print(f"bench: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
