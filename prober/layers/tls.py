@@ -150,7 +150,7 @@ async def probe_address(endpoint: Endpoint, address: str, deadline: float, store
                          connect_seconds=t_connect), None
     sslobj = stream.get_extra_info("ssl_object")
     now = time.time()
-    certs, _errors = x509.parse_chain(_served_chain(stream))
+    certs, parse_error = _parse_served(_served_chain(stream))
     verdict = x509.verify_chain_cached(certs, endpoint.hostname, store, now) if certs else None
     weak = await _weak_protocol(address, port, endpoint.hostname, endpoint.tls_min_version, deadline)
     cipher = sslobj.cipher()
@@ -159,8 +159,18 @@ async def probe_address(endpoint: Endpoint, address: str, deadline: float, store
         cipher=cipher[0] if cipher else None, alpn=sslobj.selected_alpn_protocol(),
         chain=_infos(certs, now), verdict=verdict, weak_protocol=weak,
         connect_seconds=t_connect, tls_seconds=t_tls,
-        error=None if certs else "the server sent no parsable certificate")
+        error=None if certs else parse_error or "the server sent no parsable certificate")
     return target, Connection(address, port, stream)
+
+
+def _parse_served(ders: list[bytes]) -> tuple[list[cx509.Certificate], str | None]:
+    """The served chain, parsed.  A leaf that does not parse leaves no chain at all:
+    the next certificate must never be judged as if it were the leaf."""
+    leaf, errors = x509.parse_chain(ders[:1])
+    if errors:
+        return [], errors[0]
+    rest, _ = x509.parse_chain(ders[1:])  # an unparsable intermediate is left out: the chain shows it missing
+    return leaf + rest, None
 
 
 def _infos(certs: list[cx509.Certificate], now: float) -> tuple[CertInfo, ...]:
@@ -244,8 +254,8 @@ def _expiring(endpoint: Endpoint, t: TlsTarget, where: str) -> list[Finding]:
         return []
     severity = "warning" if tier in ("warning", "high") else "critical"
     return [_finding(endpoint, "tls.expiring",
-                     f"the {soonest.position} '{soonest.subject}' served for {endpoint.hostname} expires in "
-                     f"{soonest.days_left:.1f} days (tier {tier}) {where}", t.endpoint, severity, tier)]
+                     f"the certificate served for {endpoint.hostname} expires in {soonest.days_left:.1f} days "
+                     f"(tier {tier}; {soonest.position} {soonest.subject}) {where}", t.endpoint, severity, tier)]
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:
