@@ -17,21 +17,15 @@ from harness import STARTED, free_port, random_subnet, stop_since, tool
 from servers import TTL, DnsLab, start_knot, start_unbound
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.e2e)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
-    if report.failed and STARTED:
+    if report.failed:
+        # The servers of this moment: those running, and any that died on their own.
         for service in STARTED:
-            state = "running" if service.running else f"exited {service.proc.returncode}" if service.proc else "-"
-            report.sections.append((f"log of {service.name} ({state})", service.tail()))
+            if service.state != "stopped":
+                report.sections.append((f"log of {service.name} ({service.state})", service.tail()))
 
 
 @pytest.fixture(scope="session")

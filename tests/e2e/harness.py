@@ -130,6 +130,7 @@ class Service:
         self.extra_logs = tuple(extra_logs)
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
+        self.stopped = False  # by stop(), as opposed to exiting on its own
 
     def start(self, ready: Callable[[], bool], timeout: float = 20.0) -> Service:
         """Start, then poll `ready` until it holds; an early exit or a timeout fails with the log."""
@@ -150,8 +151,9 @@ class Service:
 
     def stop(self) -> None:
         """SIGTERM the process group, SIGKILL what is left after 5 s.  Idempotent."""
-        if self.proc is None or self.proc.returncode is not None:
+        if self.proc is None or self.proc.poll() is not None:
             return
+        self.stopped = True
         for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(self.proc.pid, sig)
@@ -170,6 +172,12 @@ class Service:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def state(self) -> str:
+        if self.proc is None:
+            return "not started"
+        return "running" if self.running else ("stopped" if self.stopped else f"exited {self.proc.returncode}")
 
     def tail(self, lines: int = 60) -> str:
         out = []
@@ -245,7 +253,8 @@ def prober_check(config: Path, hostnames: Sequence[str], workdir: Path, timeout:
     done = subprocess.run(prober_argv("check", *hostnames, "--config", str(config), "--json"),
                           capture_output=True, text=True, timeout=timeout, cwd=workdir,
                           env=prober_env(guard_log), stdin=subprocess.DEVNULL)
-    context = f"prober check {' '.join(hostnames)} exited {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    context = (f"prober check {' '.join(hostnames)} exited {done.returncode}\n"
+               f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}")
     assert not guard_violations(guard_log), "the prober dialled outside loopback: " + "; ".join(
         guard_violations(guard_log))
     assert done.stderr == "", context

@@ -7,8 +7,11 @@ to the sites it serves.
 """
 from __future__ import annotations
 
+import json
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +167,7 @@ remote-control:
     control-port: {control_port}
     control-use-cert: no
 """)
-    unbound = Unbound(Service(f"unbound-{name}", [tool("unbound"), "-d", "-c", conf], workdir), name, address,
+    unbound = Unbound(Service(name, [tool("unbound"), "-d", "-c", conf], workdir), name, address,
                       port, conf)
     unbound.service.start(lambda: tcp_open(address, port) and tcp_open(address, control_port))
     return unbound
@@ -248,12 +251,10 @@ def start_prometheus(workdir: Path, address: str, port: int, scrape_target: str,
 class Alertmanager:
     service: Service
     url: str
-    sent: list[dict[str, Any]] = field(default_factory=list)
 
     def post(self, alerts: list[dict[str, Any]]) -> None:
         reply = httpx.post(f"{self.url}/api/v2/alerts", json=alerts, timeout=5.0)
         assert reply.status_code == 200, reply.text
-        self.sent += alerts
 
     def alerts(self) -> list[dict[str, Any]]:
         reply = httpx.get(f"{self.url}/api/v2/alerts", timeout=5.0)
@@ -275,3 +276,31 @@ def start_alertmanager(workdir: Path, config: Path, address: str, port: int) -> 
 
 def now_iso(offset: float = 0.0) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + offset))
+
+
+class WebhookSink:
+    """Where the test Alertmanager's webhook receivers deliver: records (path, JSON body) of every POST."""
+
+    def __init__(self, host: str) -> None:
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                sink.received.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass  # the test reads `received`; nothing to print
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="webhook-sink", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,7 +1,8 @@
-"""The child-process guard the tier runs the prober under refuses anything outside loopback.
+"""The tier's own rules: the prober runs under a loopback-only guard; a missing server skips or fails.
 
-Checked without sending a packet anywhere: the decision and the refusal
-happen before the real socket call, which a non-loopback address never reaches.
+The guard is checked without sending a packet anywhere: the decision and the
+refusal happen before the real socket call, which a non-loopback address
+never reaches.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import guarded
+import harness
 
 pytestmark = pytest.mark.e2e
 
@@ -30,3 +32,21 @@ def test_anything_else_is_refused_and_logged(host: str, tmp_path: Path, monkeypa
 
 def test_unix_sockets_are_not_network_traffic() -> None:
     guarded.check("/run/some.sock", "connect")
+
+
+@pytest.fixture
+def missing_tool(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setitem(harness.TOOLS, "e2e-no-such-server", ("/nonexistent/e2e-no-such-server", "no-such-package"))
+    return "e2e-no-such-server"
+
+
+def test_a_missing_server_skips_the_test_outside_ci(missing_tool: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install no-such-package"):
+        harness.tool(missing_tool)
+
+
+def test_a_missing_server_fails_the_test_under_ci(missing_tool: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install no-such-package"):
+        harness.tool(missing_tool)
