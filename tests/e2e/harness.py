@@ -196,11 +196,11 @@ def stop_since(mark: int) -> None:
         service.stop()
 
 
-def run(argv: Sequence[str], timeout: float = 30.0, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """A short command (knotc, unbound-control, amtool, promtool); fails the test with its output."""
+def run(argv: Sequence[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """A short command (knotc, unbound-control, amtool, promtool); a non-zero exit fails the test with its output."""
     done = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
-    if check and done.returncode != 0:
+    if done.returncode != 0:
         pytest.fail(f"{' '.join(map(str, argv))} exited {done.returncode}:\n{done.stdout}{done.stderr}",
                     pytrace=False)
     return done
@@ -212,7 +212,6 @@ def prober_env(guard_log: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["PROBER_E2E_GUARD_LOG"] = str(guard_log)
-    env.pop("NO_COLOR", None)
     return env
 
 

@@ -15,6 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import dns.flags
+import dns.message
+import dns.query
 import httpx
 import yaml
 
@@ -64,9 +67,6 @@ class Knot:
 
     def ask(self, name: str, rdtype: str) -> list[Any]:
         """Ask knot directly, without recursion, as the zone's own server."""
-        import dns.flags
-        import dns.message
-        import dns.query
         query = dns.message.make_query(name, rdtype)
         query.flags &= ~dns.flags.RD
         response = dns.query.udp(query, self.address, timeout=2.0, port=self.port)
@@ -127,7 +127,7 @@ class Unbound:
         return run([tool("unbound-control"), "-c", self.conf, "flush_zone", zone]).stdout.strip()
 
     def cached(self, name: str) -> str:
-        """What unbound holds in its cache for NAME (unbound-control lookup is informational only)."""
+        """The lines of unbound's cache dump that hold NAME."""
         dump = run([tool("unbound-control"), "-c", self.conf, "dump_cache"]).stdout
         return "\n".join(line for line in dump.splitlines() if line.startswith(f"{name}."))
 
