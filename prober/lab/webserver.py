@@ -53,6 +53,7 @@ Headers = tuple[tuple[str, str], ...]
 
 _READ = 65536
 _CHUNK = b"x" * 65536
+_FILLER_HEADERS = b"".join(b"x-filler-%d: %s\r\n" % (i, b"y" * 64) for i in range(64))
 _HANDSHAKE_TIMEOUT = 10.0
 
 
@@ -116,6 +117,7 @@ class _HttpServer:
         self._headers = _headers(headers)
         self.slow_interval = 1.0  # slowloris: seconds between bytes
         self.huge_body_bytes = 256 * 2**20  # huge_body: bytes streamed
+        self.endless_interval = 0.005  # endless_*, flood_1xx: seconds between blocks written
         self.requests: list[SeenRequest] = []
         self.connections = 0
         self._routes: dict[str, Route] = {}
@@ -224,11 +226,12 @@ class _HttpServer:
             await asyncio.sleep(route.delay)
         headers = self._head(route)
         if mode == "endless_headers":
-            await _endless_headers(writer)
+            await _endless_headers(writer, self.endless_interval)
         elif mode == "flood_1xx":
-            await _flood_1xx(conn, writer)
+            await _flood_1xx(conn, writer, self.endless_interval)
         elif mode == "endless_chunked":
-            await _stream(conn, writer, h11.Response(status_code=200, headers=headers), None)
+            await _endless_chunked(conn, writer, h11.Response(status_code=200, headers=headers),
+                                   self.endless_interval)
         elif mode == "huge_body":
             length = self.huge_body_bytes
             head = h11.Response(status_code=200, headers=[*headers, ("content-length", str(length))])
@@ -388,38 +391,52 @@ def _bytes(conn: h11.Connection, events: Iterable[h11.Event]) -> bytes:
 async def _flush(writer: asyncio.StreamWriter) -> None:
     await writer.drain()
     # drain() does not yield while the buffer is low, and writes to a lost connection are
-    # dropped, so the buffer stays low: without this, an endless mode would never let the
+    # dropped, so the buffer stays low: without this, huge_body's loop would never let the
     # loop see connection_lost (or stop()).
     await asyncio.sleep(0)
 
 
-async def _stream(conn: h11.Connection, writer: asyncio.StreamWriter, head: h11.Response,
-                  length: int | None) -> None:
-    """Send `head`, then `length` bytes of body (forever when None), as fast as the client reads."""
+async def _stream(conn: h11.Connection, writer: asyncio.StreamWriter, head: h11.Response, length: int) -> None:
+    """Send `head`, then `length` bytes of body, as fast as the client reads."""
     await _send(writer, conn, head)
     left = length
-    while (left is None or left > 0) and not writer.is_closing():
-        chunk = _CHUNK if left is None or left >= len(_CHUNK) else _CHUNK[:left]
+    while left > 0 and not writer.is_closing():
+        chunk = _CHUNK[:left]
         await _send(writer, conn, h11.Data(data=chunk))
-        left = None if left is None else left - len(chunk)
+        left -= len(chunk)
     if left == 0:
         await _send(writer, conn, h11.EndOfMessage())
 
 
-async def _endless_headers(writer: asyncio.StreamWriter) -> None:
+async def _forever(writer: asyncio.StreamWriter, block: bytes, pace: float) -> None:
+    """Write `block` again and again until the client goes.
+
+    Paced, so that one hostile connection keeps a client busy without eating
+    the lab loop (and the CPU) that the healthy servers share; the block is
+    built once for the same reason.
+    """
+    while not writer.is_closing():
+        writer.write(block)
+        await writer.drain()
+        await asyncio.sleep(pace)
+
+
+async def _endless_headers(writer: asyncio.StreamWriter, pace: float) -> None:
     # Written by hand: no HTTP library will produce a head that never ends.
     writer.write(b"HTTP/1.1 200 OK\r\n")
-    n = 0
-    while not writer.is_closing():
-        writer.write(b"".join(b"x-filler-%d: %s\r\n" % (n + i, b"y" * 64) for i in range(64)))
-        n += 64
-        await _flush(writer)
+    await _forever(writer, _FILLER_HEADERS, pace)
 
 
-async def _flood_1xx(conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
+async def _endless_chunked(conn: h11.Connection, writer: asyncio.StreamWriter, head: h11.Response,
+                           pace: float) -> None:
+    await _send(writer, conn, head)
+    await _forever(writer, conn.send(h11.Data(data=_CHUNK)) or b"", pace)  # same framing each time
+
+
+async def _flood_1xx(conn: h11.Connection, writer: asyncio.StreamWriter, pace: float) -> None:
     """Informational responses forever, the final response never."""
-    while not writer.is_closing():
-        await _send(writer, conn, *[h11.InformationalResponse(status_code=102, headers=[])] * 64)
+    block = _bytes(conn, [h11.InformationalResponse(status_code=102, headers=[])] * 64)
+    await _forever(writer, block, pace)
 
 
 async def _dribble(writer: asyncio.StreamWriter, data: bytes, interval: float) -> None:
