@@ -30,9 +30,10 @@ NGINX_ADDRESSES = ("127.0.1.1", "127.0.1.2", "127.0.1.3", "127.0.1.4")
 DNS_ADDRESSES = ("127.0.0.61", "127.0.0.62", "127.0.0.63")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NGINX = "/usr/sbin/nginx"
+KNOTD = "/usr/sbin/knotd"
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
 HSTS = "max-age=31536000"
-PACKAGES = {NGINX: "nginx-light", BLACKBOX: "prometheus-blackbox-exporter"}
+PACKAGES = {NGINX: "nginx-light", BLACKBOX: "prometheus-blackbox-exporter", KNOTD: "knot"}
 
 
 class BenchError(Exception):
@@ -42,6 +43,13 @@ class BenchError(Exception):
 def missing_binaries(paths: Sequence[str] = (NGINX, BLACKBOX)) -> list[str]:
     """'PATH (Debian package P)' for every binary that is not installed."""
     return [f"{p} (Debian package {PACKAGES.get(p, '?')})" for p in paths if not os.access(p, os.X_OK)]
+
+
+class Discard(list):
+    """A list that forgets what is appended: DnsServer keeps every query for tests, a long run must not."""
+
+    def append(self, item: object) -> None:
+        pass
 
 
 def name(i: int) -> str:
@@ -192,10 +200,14 @@ http {{
 
 @dataclass
 class Fleet:
-    """nginx serving *.fleet.test (wildcard cert from a test CA) on NGINX_ADDRESSES, and the fleet DNS."""
+    """nginx serving *.fleet.test (wildcard cert from a test CA) on NGINX_ADDRESSES, and the fleet DNS.
+
+    dns: "knot" (knotd answering for the zone on DNS_ADDRESSES), "lab" (three lab
+    DnsServers in a process of their own, bench/dnsfleet.py) or None (the caller's own).
+    """
     n: int
     cpus: str | None = "1"
-    dns: bool = True
+    dns: str | None = "knot"
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="prober-bench-")))
     procs: list[Proc] = field(default_factory=list)
     resolvers: list[str] = field(default_factory=list)
@@ -222,7 +234,9 @@ class Fleet:
         self.tls_port = free_port(NGINX_ADDRESSES)
         self.http_port = free_port(NGINX_ADDRESSES)
         self._nginx()
-        if self.dns:
+        if self.dns == "knot":
+            self._knot()
+        elif self.dns == "lab":
             self._dns()
 
     def stop(self) -> None:
@@ -264,6 +278,23 @@ class Fleet:
             raise BenchError("the fleet DNS did not start; see " + str(self.workdir / "dns.log"))
         self.resolvers = json.loads(line)["resolvers"]
 
+    def _knot(self) -> None:
+        if missing_binaries((KNOTD,)):
+            raise BenchError("not installed: " + ", ".join(missing_binaries((KNOTD,))) + "; or use --dns lab")
+        port = free_port(DNS_ADDRESSES)
+        zone = self.workdir / f"{DOMAIN}.zone"
+        records = "".join(f"{i} A {NGINX_ADDRESSES[i % len(NGINX_ADDRESSES)]}\n" for i in range(self.n))
+        zone.write_text(f"$ORIGIN {DOMAIN}.\n$TTL 60\n@ SOA ns1 hostmaster 1 3600 600 86400 60\n@ NS ns1\n"
+                        f"ns1 A {DNS_ADDRESSES[0]}\n{records}")
+        conf = self.workdir / "knot.conf"
+        conf.write_text(KNOT_CONF.format(dir=self.workdir, domain=DOMAIN,
+                                         listen=", ".join(f"{a}@{port}" for a in DNS_ADDRESSES)))
+        proc = Proc([KNOTD, "-c", str(conf)], cpus=self.cpus, log=self.workdir / "knot.log")
+        self.procs.append(proc)
+        self.dns_proc = proc
+        self.resolvers = [f"{a}:{port}" for a in DNS_ADDRESSES]
+        wait_for(lambda: _answers(DNS_ADDRESSES[-1], port, name(self.n - 1)), 30, "knotd", proc)
+
     def hosts_file(self, count: int) -> Path:
         """An /etc/hosts for the blackbox side (bind-mounted in a private mount namespace only)."""
         path = self.workdir / "hosts"
@@ -271,6 +302,34 @@ class Fleet:
                                            for i in range(count)]
         path.write_text("\n".join(lines) + "\n")
         return path
+
+
+KNOT_CONF = """\
+server:
+    rundir: "{dir}"
+    listen: [ {listen} ]
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "{dir}"
+log:
+  - target: stderr
+    any: warning
+template:
+  - id: default
+    storage: "{dir}"
+    zonefile-sync: -1
+    journal-content: none
+zone:
+  - domain: {domain}
+"""
+
+
+def _answers(host: str, port: int, qname: str) -> bool:
+    import dns.message
+    import dns.query
+    return bool(dns.query.udp(dns.message.make_query(qname, "A"), host, port=port, timeout=1).answer)
 
 
 def _connects(host: str, port: int) -> bool:
@@ -362,6 +421,14 @@ def lag_quantile(q: float, before: dict[str, float], after: dict[str, float]) ->
             return lower + (upper - lower) * (rank - below) / max(cumulative - below, 1e-9)
         lower, below = upper, cumulative
     return lower
+
+
+def lag_over_1s(before: dict[str, float], after: dict[str, float]) -> float:
+    """Scheduled runs that started more than a second late between two scrapes."""
+    def late(m: dict[str, float]) -> float:
+        count = m.get("prober_scheduler_lag_seconds_count", 0)
+        return count - m.get('prober_scheduler_lag_seconds_bucket{le="1.0"}', 0)
+    return late(after) - late(before)
 
 
 @contextlib.contextmanager

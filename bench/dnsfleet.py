@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 
+from common import Discard
 from prober.lab.dnsserver import DnsServer
 from prober.lab.runner import LabLoop
 
@@ -44,19 +45,12 @@ def main() -> int:
             server.add_zone(DOMAIN)
             for i in range(args.n):
                 server.set(f"{i}.{DOMAIN}", "A", [answers[i % len(answers)]], ttl=60)
-            server.queries = _Discard()  # a long run must not keep every query in memory
+            server.queries = Discard()  # a long run must not keep every query in memory
             servers.append(server)
         print(json.dumps({"resolvers": [s.address for s in servers]}), flush=True)
         threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
         stop.wait()
     return 0
-
-
-class _Discard(list):
-    """A list that forgets what is appended (DnsServer records every query for tests)."""
-
-    def append(self, item: object) -> None:
-        pass
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from blackbox import drive, start_blackbox  # noqa: E402
-from common import (ROOT, BenchError, Fleet, cpu_seconds, http_get, lag_quantile, machine,  # noqa: E402
+from common import (ROOT, BenchError, Fleet, cpu_seconds, http_get, lag_over_1s, lag_quantile, machine,  # noqa: E402
                     self_metrics, start_serve, status_kb, write_probes)
 
 PROBER_CPU, FLEET_CPU = ("0", "1") if (os.cpu_count() or 1) > 1 else (None, None)
@@ -113,9 +113,7 @@ def scale(fleet: Fleet, n: int, interval: float, duration: float) -> dict:
         return {"n": n, "interval": interval, "duration": t1 - t0, "startup_s": startup, "runs": runs,
                 "expected_runs": n * (t1 - t0) / interval,
                 "lag_p50": lag_quantile(0.5, before, after), "lag_p99": lag_quantile(0.99, before, after),
-                "lag_over_1s": (after['prober_scheduler_lag_seconds_count']
-                                - after['prober_scheduler_lag_seconds_bucket{le="1.0"}'])
-                - (before['prober_scheduler_lag_seconds_count'] - before['prober_scheduler_lag_seconds_bucket{le="1.0"}']),
+                "lag_over_1s": lag_over_1s(before, after),
                 "skipped": after["prober_probe_runs_skipped_total"] - before["prober_probe_runs_skipped_total"],
                 "cpu_share": (cpu1 - cpu0) / (t1 - t0), "rss_mb": rss_now, "peak_rss_mb": peak,
                 "rss_kb_per_endpoint": peak * 1024 / n}
@@ -124,7 +122,7 @@ def scale(fleet: Fleet, n: int, interval: float, duration: float) -> dict:
 
 
 # --------------------------------------------------------------------------- 3. CLI
-def cli(fleet: Fleet, runs: int) -> dict:
+def cli(fleet: Fleet, runs: int, warmup: int = 2) -> dict:
     config = write_probes(fleet.workdir / "one.yaml", fleet, 1, 60, 5)
     manual = fleet.workdir / "manual.sh"
     host, port, http_port = "0.fleet.test", fleet.tls_port, fleet.http_port
@@ -151,7 +149,7 @@ def cli(fleet: Fleet, runs: int) -> dict:
     for label, cmd in commands.items():
         if hyperfine:
             export = fleet.workdir / "hyperfine.json"
-            subprocess.run([hyperfine, "-N" if " " not in cmd else "--shell=sh", "--warmup", "2", "--runs", str(runs),
+            subprocess.run([hyperfine, "-N", "--warmup", str(warmup), "--runs", str(runs),
                             "--export-json", str(export), cmd], capture_output=True, timeout=300, check=True, cwd=ROOT)
             times = json.loads(export.read_text())["results"][0]["times"]
         else:
@@ -174,7 +172,7 @@ def profile(fleet: Fleet, n: int, interval: float, seconds: float, out: Path) ->
     serve = start_serve(config, fleet.workdir, PROBER_CPU)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        time.sleep(min(5.0, interval / 2))
+        time.sleep(interval + 2)  # past every name's first probe: the steady state, verdict cache warm
         for fmt, path in (("speedscope", out / "serve.speedscope.json"), ("flamegraph", out / "serve.svg")):
             subprocess.run([pyspy, "record", "--nonblocking", "--pid", str(serve.proc.pid), "--duration",
                             str(int(seconds)), "--rate", "200", "--format", fmt, "--output", str(path)],
@@ -196,14 +194,20 @@ def top_frames(path: Path, inclusive: bool, k: int = 15) -> list[tuple[str, floa
             if not stack:
                 continue
             leaf = frames[stack[-1]]
-            if leaf["name"] in ("select", "poll", "epoll_wait", "_worker", "wait") and "selectors" in leaf.get("file", "") \
-                    or leaf["name"] == "wait" and "threading" in leaf.get("file", ""):
-                continue  # idle: the loop waiting for I/O, or a thread parked
+            if _idle(leaf):
+                continue
             total += weight
             keys = {_label(frames[i]) for i in stack} if inclusive else {_label(leaf)}
             for key in keys:
                 counts[key] = counts.get(key, 0.0) + weight
     return [(key, round(100 * c / total, 1)) for key, c in sorted(counts.items(), key=lambda kv: -kv[1])[:k]]
+
+
+def _idle(frame: dict) -> bool:
+    """The loop waiting for I/O, or a thread parked: not work."""
+    file = frame.get("file", "")
+    return (frame["name"] in ("select", "poll", "epoll_wait") and "selectors" in file
+            or frame["name"] == "wait" and "threading" in file)
 
 
 def _label(frame: dict) -> str:
@@ -228,16 +232,19 @@ def markdown(results: dict) -> str:
                   "| | prober serve (full layered probe) | blackbox_exporter http_2xx | ratio |", "|---|---|---|---|",
                   f"| CPU per probe | {p['cpu_per_probe_ms']:.2f} ms | {b['cpu_per_probe_ms']:.2f} ms | "
                   f"{sbs['ratio_cpu']:.2f}x |",
-                  f"| peak RSS (VmHWM) | {p['peak_rss_mb']:.1f} MB | {b['peak_rss_mb']:.1f} MB | {sbs['ratio_rss']:.2f}x |",
+                  f"| peak RSS (VmHWM) | {p['peak_rss_mb']:.1f} MB | {b['peak_rss_mb']:.1f} MB | "
+                  f"{sbs['ratio_rss']:.2f}x |",
                   f"| probes completed / s | {p['probes_per_s']:.1f} | {b['probes_per_s']:.1f} | |",
                   f"| CPU share of its core | {100 * p['cpu_share']:.0f}% | {100 * b['cpu_share']:.0f}% | |",
-                  f"| fleet DNS process CPU share (prober side) | {100 * p['dns_cpu_share']:.0f}% | n/a (hosts file) | |",
+                  f"| fleet DNS process CPU share (prober side) | {100 * p['dns_cpu_share']:.0f}% "
+                  "| n/a (hosts file) | |",
                   f"| blackbox probe_success | | {100 * b['success']:.0f}% | |", ""]
     for s in results.get("scale", []):
         lines.append(f"- scale {s['n']} endpoints @ {s['interval']:g}s for {s['duration']:.0f}s: runs {s['runs']:.0f} "
                      f"(expected {s['expected_runs']:.0f}), lag p50 {_f(s['lag_p50'])} s, p99 {_f(s['lag_p99'])} s, "
                      f"lag > 1s: {s['lag_over_1s']:.0f}, skipped {s['skipped']:.0f}, CPU {100 * s['cpu_share']:.0f}%, "
-                     f"RSS {s['rss_mb']:.0f} MB (peak {s['peak_rss_mb']:.0f} MB, {s['rss_kb_per_endpoint']:.1f} kB/endpoint), "
+                     f"RSS {s['rss_mb']:.0f} MB (peak {s['peak_rss_mb']:.0f} MB, "
+                     f"{s['rss_kb_per_endpoint']:.1f} kB/endpoint), "
                      f"start-up {s['startup_s']:.1f}s")
     for label, c in results.get("cli", {}).items():
         if isinstance(c, dict):
@@ -259,17 +266,21 @@ def main() -> int:
     p.add_argument("--interval", type=float, default=20.0, help="side-by-side probe interval, seconds (20)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--window", type=float, default=20.0, help="measured seconds per repetition (20)")
+    p.add_argument("--warm", type=float, help="seconds after start-up before a window opens (default: one interval "
+                                              "and 2s, so that no first-ever probe of a name is measured)")
     p.add_argument("--scale", default="1000,10000", help="endpoint counts for the 60s-interval scale runs")
     p.add_argument("--scale-duration", type=float, default=130.0, help="measured seconds per scale run (130)")
     p.add_argument("--cli-runs", type=int, default=10)
     p.add_argument("--profile-seconds", type=float, default=30.0)
     p.add_argument("--only", default="sbs,scale,cli,profile", help="phases to run, comma-separated")
+    p.add_argument("--dns", choices=("knot", "lab"), default="knot",
+                   help="the fleet DNS: knotd (default) or the lab's DnsServer in its own process")
     p.add_argument("--smoke", action="store_true", help="tiny and fast: proves the harness works, measures nothing")
     p.add_argument("--json", type=Path, help="write the results here too")
     args = p.parse_args()
     if args.smoke:
-        args.interval, args.reps, args.window, args.cli_runs = 5.0, 1, 3.0, 2
-        args.scale, args.scale_duration, args.profile_seconds = str(args.n), 4.0, 0
+        args.interval, args.reps, args.window, args.warm, args.cli_runs = 5.0, 1, 2.0, 1.0, 2
+        args.scale, args.scale_duration, args.profile_seconds = str(args.n), 3.0, 0
         args.only = args.only.replace(",profile", "")
     phases = set(args.only.split(","))
     scales = [int(x) for x in args.scale.split(",") if x] if "scale" in phases else []
@@ -277,13 +288,14 @@ def main() -> int:
         os.sched_setaffinity(0, {int(FLEET_CPU)})  # this driver sits with the fleet, off the probers' core
     results: dict = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
     try:
-        with Fleet(n=max([args.n, *scales]), cpus=FLEET_CPU) as fleet:
+        with Fleet(n=max([args.n, *scales]), cpus=FLEET_CPU, dns=args.dns) as fleet:
             log(f"fleet up in {fleet.workdir}: nginx :{fleet.tls_port}/:{fleet.http_port}, DNS {fleet.resolvers}")
             if "sbs" in phases:
                 results["side_by_side"] = side_by_side(fleet, args.n, args.interval, args.reps,
-                                                       min(5.0, args.interval / 2), args.window)
+                                                       args.warm if args.warm is not None else args.interval + 2,
+                                                       args.window)
             if "cli" in phases:
-                results["cli"] = cli(fleet, args.cli_runs)
+                results["cli"] = cli(fleet, args.cli_runs, warmup=0 if args.smoke else 2)
             for n in scales:
                 log(f"scale: {n} endpoints at 60s for {args.scale_duration:g}s")
                 results.setdefault("scale", []).append(
