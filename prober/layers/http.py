@@ -11,6 +11,7 @@ import asyncio
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import httpcore
 import httpx
@@ -20,12 +21,48 @@ from ..model import CATALOGUE, Endpoint, Finding, HttpExchange, HttpResult
 from .tls import _BACKEND, Connection, _error_text
 
 BODY_CAP = 64 * 1024
+READ_BUDGET = BODY_CAP + 128 * 1024  # bytes one exchange may read: heads, any 1xx, the body up to the cap
+_READ_SLICE = 4 * 1024
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 USER_AGENT = b"prober/0.1 (+https://github.com/prober-dev/prober)"
 _KEPT_HEADERS = ("server", "location", "strict-transport-security", "via", "x-amz-cf-id", "x-azure-ref",
                  "x-envoy-upstream-service-time", "cf-ray", "x-cache", "content-type")
 _MAX_AGE = re.compile(r"max-age\s*=\s*\"?(\d+)", re.I)
+
+
+class _Guarded(httpcore.AsyncNetworkStream):
+    """The stream as httpcore sees it, guarded against a hostile server.
+
+    httpcore parses whatever one read returns without yielding: a server that
+    packs thousands of tiny 1xx responses into its records would stall every
+    other probe on the loop.  So each read yields first and asks for at most
+    4 KiB, and an exchange reads at most READ_BUDGET bytes (``left``, reset
+    per exchange): a flood that never reaches a final response is an error,
+    not a spin until the deadline.
+    """
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
+        self._stream = stream
+        self.left = READ_BUDGET
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        await asyncio.sleep(0)
+        data = await self._stream.read(min(max_bytes, _READ_SLICE), timeout)
+        self.left -= len(data)
+        if self.left < 0:
+            raise httpcore.ReadError(f"the server sent over {READ_BUDGET // 1024} KiB without completing "
+                                     "a response")
+        return data
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._stream.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
 
 
 @dataclass(slots=True)
@@ -129,7 +166,8 @@ async def check_redirect(endpoint: Endpoint, address: str, deadline: float) -> H
         stream = await _BACKEND.connect_tcp(address, port, timeout=max(deadline - time.monotonic(), 0.001))
     except Exception as exc:
         return HttpExchange(url=url, address=address, error=f"connect: {_error_text(exc)}")
-    conn = httpcore.AsyncHTTP11Connection(httpcore.Origin(b"http", endpoint.hostname.encode(), port), stream)
+    conn = httpcore.AsyncHTTP11Connection(httpcore.Origin(b"http", endpoint.hostname.encode(), port),
+                                          _Guarded(stream))
     try:
         raw = await asyncio.wait_for(_exchange(conn, "http", endpoint, port, "/", deadline),
                                      max(deadline - time.monotonic(), 0.001))
@@ -176,11 +214,12 @@ async def check_health(endpoint: Endpoint, connection: Connection, deadline: flo
     port = endpoint.tls.port
     path = endpoint.http.health_path
     url = f"https://{endpoint.hostname}{'' if port == 443 else f':{port}'}{path}"
-    conn = httpcore.AsyncHTTP11Connection(
-        httpcore.Origin(b"https", endpoint.hostname.encode(), port), connection.stream)
+    guarded = _Guarded(connection.stream)
+    conn = httpcore.AsyncHTTP11Connection(httpcore.Origin(b"https", endpoint.hostname.encode(), port), guarded)
     raw = None
     try:
         for _ in range(MAX_REDIRECTS + 1):
+            guarded.left = READ_BUDGET
             raw = await asyncio.wait_for(
                 _exchange(conn, "https", endpoint, port, path, deadline, endpoint.http.headers),
                 max(deadline - time.monotonic(), 0.001))
