@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TypeVar
 
+import netguard
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -34,48 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 ZONE = "example.test"
 WWW, API, EXPIRED, UNTRUSTED, HUNG, RENEW, NEW, UNLISTED = (
     f"{n}.{ZONE}" for n in ("www", "api", "expired", "untrusted", "hung", "renew", "new", "unlisted"))
-GUARD_MARK = "NETWORK GUARD:"
+GUARD_MARK = netguard.MARK
 T = TypeVar("T")
 
-# Runs `prober serve` with socket calls outside loopback refused and reported.
-_GUARDED_MAIN = f"""
-import ipaddress, socket, sys
-
-def _loopback(host):
-    host = str(host.decode() if isinstance(host, bytes) else host).strip("[]").split("%")[0]
-    if host in ("", "localhost"):
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
-
-def _check(what, address):
-    if isinstance(address, tuple) and address and not _loopback(address[0]):
-        print("{GUARD_MARK} " + what + " " + repr(address), file=sys.stderr, flush=True)
-        raise ConnectionRefusedError("network guard")
-
-def _wrap(name):
-    real = getattr(socket.socket, name)
-    def guarded(self, *args):
-        _check(name, args[-1])
-        return real(self, *args)
-    setattr(socket.socket, name, guarded)
-
-for _name in ("connect", "connect_ex", "sendto"):
-    _wrap(_name)
-_real_getaddrinfo = socket.getaddrinfo
-def _getaddrinfo(host, *args, **kwargs):
-    if host is not None and not _loopback(host):
-        print("{GUARD_MARK} getaddrinfo " + repr(host), file=sys.stderr, flush=True)
-        raise socket.gaierror(socket.EAI_NONAME, "network guard")
-    return _real_getaddrinfo(host, *args, **kwargs)
-socket.getaddrinfo = _getaddrinfo
-
-from prober.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+# `prober serve` runs under the network guard of its own process (tests/netguard.py).
+GUARDED = [sys.executable, str(REPO / "tests" / "netguard.py")]
 
 
 # ------------------------------------------------------------------ helpers
@@ -117,7 +81,7 @@ class Serve:
         self.config = config
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _GUARDED_MAIN, "serve", "--config", str(config), "--listen", "127.0.0.1:0",
+            [*GUARDED, "serve", "--config", str(config), "--listen", "127.0.0.1:0",
              *flags], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -481,7 +445,7 @@ def _free_port() -> int:
 
 def _fails_to_start(config: Path, listen: str, flags: list[str], says: str) -> None:
     """`prober serve` exits 3 at once, with exactly one `prober:` line that contains `says`."""
-    done = subprocess.run([sys.executable, "-c", _GUARDED_MAIN, "serve", "--config", str(config),
+    done = subprocess.run([*GUARDED, "serve", "--config", str(config),
                            "--listen", listen, *flags], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=30)
     assert done.returncode == 3, done.stderr

@@ -26,7 +26,7 @@ import pytest
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO = E2E_DIR.parents[1]
-GUARDED = E2E_DIR / "guarded.py"
+GUARDED = E2E_DIR.parent / "netguard.py"
 SCHEMA = REPO / "docs" / "report.schema.json"
 
 # tool -> (the path Debian installs it at, the Debian package that ships it)
@@ -211,12 +211,12 @@ def prober_env(guard_log: Path) -> dict[str, str]:
     """The environment for a prober child: this checkout first, the loopback guard on."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["PROBER_E2E_GUARD_LOG"] = str(guard_log)
+    env["PROBER_GUARD_LOG"] = str(guard_log)
     return env
 
 
 def prober_argv(*args: str) -> list[str]:
-    """`python -m prober.cli ARGS`, run through the loopback guard (tests/e2e/guarded.py)."""
+    """`python -m prober.cli ARGS`, run through the loopback guard (tests/netguard.py)."""
     return [sys.executable, str(GUARDED), *args]
 
 

@@ -10,28 +10,32 @@ from pathlib import Path
 
 import pytest
 
-import guarded
 import harness
+import netguard
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.201.7.53", "::1", "[::1]", "::ffff:127.0.0.2", "localhost", ""])
 def test_loopback_destinations_pass(host: str) -> None:
-    guarded.check((host, 53), "connect")
+    seen: list[str] = []
+    netguard.check((host, 53), "connect", seen.append)
+    assert seen == []
 
 
 @pytest.mark.parametrize("host", ["192.0.2.1", "198.51.100.7", "10.0.0.1", "2001:db8::1", "example.test", "0.0.0.0"])
 def test_anything_else_is_refused_and_logged(host: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "guard.log"
-    monkeypatch.setenv("PROBER_E2E_GUARD_LOG", str(log))
+    monkeypatch.setenv("PROBER_GUARD_LOG", str(log))
     with pytest.raises(ConnectionRefusedError, match="network guard"):
-        guarded.check((host, 53), "sendto")
+        netguard.check((host, 53), "sendto", netguard._report_outward)
     assert log.read_text() == f"sendto to {(host, 53)!r}\n"
 
 
 def test_unix_sockets_are_not_network_traffic() -> None:
-    guarded.check("/run/some.sock", "connect")
+    seen: list[str] = []
+    netguard.check("/run/some.sock", "connect", seen.append)
+    assert seen == []
 
 
 @pytest.fixture
