@@ -478,3 +478,80 @@ def test_port_in_use_and_bad_initial_config_exit_3(lab: Lab, tmp_path: Path) -> 
                  (bad, f"127.0.0.1:{_free_port()}", "bad.yaml:3")]
         for config, listen, says in cases:
             _fails_to_start(config, listen, [], says)
+
+
+# ------------------------------------------------------------ service surface
+SECRET = "Bearer s3cr3t-probe-token"
+
+
+def test_health_check_headers_are_sent_but_never_shown(lab: Lab, tmp_path: Path) -> None:
+    import yaml
+    config = lab.config(tmp_path / "probes.yaml", [API])
+    doc = yaml.safe_load(config.read_text())
+    doc["endpoints"][0]["http"] = {"health_path": "/secret-health", "headers": {"Authorization": SECRET}}
+    config.write_text(yaml.safe_dump(doc))
+    lab.servers[API].route("/secret-health", 200, b"ok", headers={"authorization": SECRET})  # a server echoing it
+    service = Serve(config, "--log-level", "debug")
+    try:
+        service.wait_ready()
+        until(lambda: hostnames(service.metrics()) == {API}, 5, "a first probe")
+        sent = [r for r in lab.servers[API].requests if r.target == "/secret-health"]
+        assert sent and dict(sent[-1].headers).get("authorization") == SECRET  # it is used ...
+        for target in ("/metrics", f"/report?hostname={API}", f"/probe?hostname={API}"):
+            status, body = service.get(target)
+            assert status == 200 and "s3cr3t" not in body, target  # ... and never shown
+    finally:
+        assert service.stop() == 0
+    assert "s3cr3t" not in service.stderr
+    proc = subprocess.run([*GUARDED, "check", API, "--config", str(config), "--json"], capture_output=True,
+                          text=True, timeout=60, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert API in proc.stdout and "s3cr3t" not in proc.stdout + proc.stderr
+
+
+def test_binds_only_the_configured_address(lab: Lab, tmp_path: Path) -> None:
+    service = Serve(lab.config(tmp_path / "probes.yaml", [WWW]), "--listen", "127.0.0.2:0")
+    try:
+        assert service.host == "127.0.0.2"
+        service.wait_ready()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", service.port), timeout=2).close()
+    finally:
+        assert service.stop() == 0
+
+
+def test_reload_under_load_is_never_half_applied_and_loses_no_series(lab: Lab, tmp_path: Path) -> None:
+    shared = [f"s{i}.{ZONE}" for i in range(16)]
+    only_a, only_b = [f"a{i}.{ZONE}" for i in range(8)], [f"b{i}.{ZONE}" for i in range(8)]
+    config = lab.config(tmp_path / "probes.yaml", shared + only_a)
+    service = Serve(config)
+    seen_bad: list[str] = []
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.is_set():
+            s = service.metrics()
+            names = hostnames(s)
+            if names & set(only_a) and names & set(only_b):
+                seen_bad.append(f"half-applied: {sorted(names - set(shared))}")
+            if not set(shared) <= names:
+                seen_bad.append(f"lost series: {sorted(set(shared) - names)}")
+            if pick(s, "prober_endpoints_configured") != [24]:
+                seen_bad.append(f"endpoints_configured {pick(s, 'prober_endpoints_configured')}")
+
+    try:
+        service.wait_ready()
+        until(lambda: hostnames(service.metrics()) == set(shared + only_a), 10, "every endpoint probed")
+        scraper = threading.Thread(target=scrape, daemon=True)
+        scraper.start()
+        for round_ in range(8):
+            lab.config(config, shared + (only_b if round_ % 2 == 0 else only_a))
+            status, body, _ = service.request("POST", "/-/reload")
+            assert status == 200, body
+            time.sleep(0.4)
+        stop.set()
+        scraper.join(10)
+        assert seen_bad == []
+        until(lambda: hostnames(service.metrics()) == set(shared + only_a), 10, "the last config fully probed")
+    finally:
+        stop.set()
+        assert service.stop() == 0

@@ -173,16 +173,22 @@ def _loaded(path: str, total: int, kept: int, shard: tuple[int, int] | None, cha
 
 
 def _setup_logging(level: str) -> None:
-    """One line per event on stderr.  Libraries that log per request or per job stay quiet unless debug."""
+    """One line per event on stderr.
+
+    httpx/httpcore log every request's and response's headers at debug level,
+    which would print the health-check headers (secrets such as an
+    Authorization token), so they stay at WARNING even under --log-level debug.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     debug = level == "debug"
-    for name, quiet in (("apscheduler", logging.ERROR), ("httpx", logging.WARNING),
-                        ("httpcore", logging.WARNING), ("asyncio", logging.WARNING)):
+    for name, quiet in (("apscheduler", logging.ERROR), ("asyncio", logging.WARNING)):
         logging.getLogger(name).setLevel(logging.DEBUG if debug else quiet)
+    for name in ("httpx", "httpcore", "hpack"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, service: Service) -> None:
