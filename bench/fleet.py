@@ -140,8 +140,12 @@ def cli(fleet: Fleet, runs: int, warmup: int = 2) -> dict:
     commands = {"prober --help": f"{py} -m prober --help",
                 "prober check (1 endpoint, 3 resolvers)": f"{py} -m prober check {host} --config {config}",
                 "dig x3 + openssl s_client + curl x2 (by hand)": f"sh {manual}"}
+    # As installed (pip compiles bytecode): a .pyc cache outside the tree, even where the environment
+    # sets PYTHONDONTWRITEBYTECODE.  The first, untimed run of each command fills it.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(fleet.workdir / "pycache")
     for label, cmd in commands.items():  # each must work before it is timed
-        rc = subprocess.run(cmd, shell=True, capture_output=True, timeout=30, cwd=ROOT).returncode
+        rc = subprocess.run(cmd, shell=True, capture_output=True, timeout=30, cwd=ROOT, env=env).returncode
         if rc != 0:
             raise BenchError(f"{label}: exit {rc} ({cmd})")
     out = {}
@@ -150,13 +154,14 @@ def cli(fleet: Fleet, runs: int, warmup: int = 2) -> dict:
         if hyperfine:
             export = fleet.workdir / "hyperfine.json"
             subprocess.run([hyperfine, "-N", "--warmup", str(warmup), "--runs", str(runs),
-                            "--export-json", str(export), cmd], capture_output=True, timeout=300, check=True, cwd=ROOT)
+                            "--export-json", str(export), cmd],
+                           capture_output=True, timeout=300, check=True, cwd=ROOT, env=env)
             times = json.loads(export.read_text())["results"][0]["times"]
         else:
             times = []
             for _ in range(runs):
                 t = time.perf_counter()
-                subprocess.run(cmd, shell=True, capture_output=True, timeout=30, cwd=ROOT)
+                subprocess.run(cmd, shell=True, capture_output=True, timeout=30, cwd=ROOT, env=env)
                 times.append(time.perf_counter() - t)
         out[label] = {"median_ms": 1000 * statistics.median(times), "min_ms": 1000 * min(times), "runs": len(times)}
     out["tool"] = "hyperfine" if hyperfine else "perf_counter loop"
@@ -206,7 +211,7 @@ def top_frames(path: Path, inclusive: bool, k: int = 15) -> list[tuple[str, floa
 def _idle(frame: dict) -> bool:
     """The loop waiting for I/O, or a thread parked: not work."""
     file = frame.get("file", "")
-    return (frame["name"] in ("select", "poll", "epoll_wait") and "selectors" in file
+    return (frame["name"].rsplit(".", 1)[-1] in ("select", "poll", "epoll_wait") and "selectors" in file
             or frame["name"] == "wait" and "threading" in file)
 
 
