@@ -203,8 +203,13 @@ def parse_authoritative(value: str) -> ResolverSpec:
 
 
 # ------------------------------------------------------------------ comparison
+def _address_set(answer: ResolverAnswer) -> tuple[str, ...]:
+    """An answer's addresses as the set they are: record order and repeats are no difference."""
+    return tuple(sorted(set(answer.addresses)))
+
+
 def _answer_key(answer: ResolverAnswer) -> tuple:
-    return (answer.addresses, answer.cnames[:1]) if answer.addresses else (answer.cnames[:1],)
+    return (_address_set(answer), answer.cnames[:1]) if answer.addresses else (answer.cnames[:1],)
 
 
 def agrees(answer: ResolverAnswer, authoritative: tuple[ResolverAnswer, ...]) -> bool | None:
@@ -217,7 +222,7 @@ def agrees(answer: ResolverAnswer, authoritative: tuple[ResolverAnswer, ...]) ->
     if not usable or answer.rcode != "NOERROR":
         return None
     for auth in usable:
-        if auth.addresses and answer.addresses == auth.addresses:
+        if auth.addresses and _address_set(answer) == _address_set(auth):
             return True
         if not auth.addresses and answer.cnames[:1] == auth.cnames[:1]:
             return True
