@@ -97,7 +97,10 @@ def sample(serve, started: float, previous: dict | None) -> dict:
     pid = serve.proc.pid
     row = {"t": round(time.monotonic() - started, 1), "rss_mb": status_kb(pid, "VmRSS") / 1024,
            "fds": fd_count(pid), "runs": metrics["prober_probe_runs_total"],
-           "skipped": metrics["prober_probe_runs_skipped_total"], "metrics": metrics}
+           "skipped": metrics["prober_probe_runs_skipped_total"], "metrics": metrics,
+           # the faults bite: runs that ended critical or unknown
+           "failed": (metrics.get('prober_probe_runs_total{result="critical"}', 0)
+                      + metrics.get('prober_probe_runs_total{result="unknown"}', 0))}
     if previous is not None:
         before = previous["metrics"]
         row["lag_p99"] = lag_quantile(0.99, before, metrics)
@@ -184,7 +187,7 @@ def run(serve, faulty: FaultyFleet, duration: float, rotate_every: float, every:
         row = sample(serve, started, rows[-1] if rows else None)
         rows.append(row)
         print(f"  t={row['t']:>6.0f}s rss={row['rss_mb']:.1f}MB fds={row['fds']} runs={row['runs']:.0f} "
-              f"skipped={row['skipped']:.0f} lag_p99={row.get('lag_p99') or 0:.3f}s "
+              f"failed={row['failed']:.0f} skipped={row['skipped']:.0f} lag_p99={row.get('lag_p99') or 0:.3f}s "
               f"lag>1s={row.get('lag_over_1s', 0):.0f}", flush=True)
         time.sleep(max(0.0, started + len(rows) * every - time.monotonic()))
     return rows

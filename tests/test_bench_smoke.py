@@ -69,4 +69,5 @@ def test_soak_smoke_samples_and_judges(tmp_path: Path) -> None:
     assert len(rows) >= 5
     assert all(r["rss_mb"] > 0 and r["fds"] > 0 for r in rows)
     assert rows[-1]["runs"] > rows[0]["runs"]
+    assert rows[-1]["failed"] > 0  # the rotating faults reached the prober
     assert {"rss_mb_growth", "fds_growth", "lag_over_1s", "ok"} <= set(report["verdict"])
