@@ -208,6 +208,7 @@ class Fleet:
     n: int
     cpus: str | None = "1"
     dns: str | None = "knot"
+    keep: bool = False  # keep the work dir (configs, logs) after stop, for a look at what went wrong
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="prober-bench-")))
     procs: list[Proc] = field(default_factory=list)
     resolvers: list[str] = field(default_factory=list)
@@ -223,7 +224,10 @@ class Fleet:
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:  # a failed run keeps its configs and logs
+            self.keep = True
+            print(f"bench: the fleet's configs and logs are kept in {self.workdir}", file=sys.stderr)
         self.stop()
 
     def start(self) -> None:
@@ -242,6 +246,8 @@ class Fleet:
     def stop(self) -> None:
         while self.procs:
             self.procs.pop().stop()
+        if not self.keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _pki(self) -> None:
         from prober.lab.pki import CA

@@ -282,6 +282,7 @@ def main() -> int:
                    help="the fleet DNS: knotd (default) or the lab's DnsServer in its own process")
     p.add_argument("--smoke", action="store_true", help="tiny and fast: proves the harness works, measures nothing")
     p.add_argument("--json", type=Path, help="write the results here too")
+    p.add_argument("--keep", action="store_true", help="keep the fleet's work dir (configs, logs)")
     args = p.parse_args()
     if args.smoke:
         args.interval, args.reps, args.window, args.warm, args.cli_runs = 5.0, 1, 2.0, 1.0, 2
@@ -293,7 +294,7 @@ def main() -> int:
         os.sched_setaffinity(0, {int(FLEET_CPU)})  # this driver sits with the fleet, off the probers' core
     results: dict = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
     try:
-        with Fleet(n=max([args.n, *scales]), cpus=FLEET_CPU, dns=args.dns) as fleet:
+        with Fleet(n=max([args.n, *scales]), cpus=FLEET_CPU, dns=args.dns, keep=args.keep) as fleet:
             log(f"fleet up in {fleet.workdir}: nginx :{fleet.tls_port}/:{fleet.http_port}, DNS {fleet.resolvers}")
             if "sbs" in phases:
                 results["side_by_side"] = side_by_side(fleet, args.n, args.interval, args.reps,

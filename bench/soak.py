@@ -138,6 +138,7 @@ def main() -> int:
     p.add_argument("--sample-every", type=float, default=SAMPLE_EVERY)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", type=Path)
+    p.add_argument("--keep", action="store_true", help="keep the fleet's work dir (configs, logs)")
     args = p.parse_args()
     duration = max(args.minutes * 60, 3 * args.sample_every)
     warmup = args.warmup if args.warmup is not None else min(2 * args.interval, duration / 4)
@@ -146,7 +147,7 @@ def main() -> int:
         os.sched_setaffinity(0, {1})  # the faulty fleet and this sampler sit off the prober's core
     rows: list[dict] = []
     try:
-        with Fleet(n=args.n, cpus="1" if two_cpus else None, dns=None) as fleet:
+        with Fleet(n=args.n, cpus="1" if two_cpus else None, dns=None, keep=args.keep) as fleet:
             faulty = FaultyFleet(fleet, args.n, args.seed)
             try:
                 config = write_probes(fleet.workdir / "soak.yaml", fleet, args.n, args.interval, args.timeout,
