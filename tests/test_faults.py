@@ -27,7 +27,7 @@ import ssl
 import time
 import tracemalloc
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,8 @@ from prober.lab.dnsserver import DnsServer
 from prober.lab.pki import CA, Issued
 from prober.lab.runner import LabLoop, TcpService
 from prober.lab.webserver import PlainHttpServer, TlsHttpServer
-from prober.layers.dns import MAX_ADDRESSES_DIALLED
+from prober.layers import dns as dns_layer
+from prober.layers.dns import MAX_ADDRESSES_DIALLED, MAX_AUTHORITATIVE
 from prober.layers.http import BODY_CAP, MAX_REDIRECTS
 from prober.model import Endpoint, HttpContract, Report, ResolverSpec, TlsContract
 
@@ -124,6 +125,9 @@ class Kit:
         plain = self.calm.start(PlainHttpServer(LOOPBACK, 0, https_port=web.port))
         resolver = self.calm.start(DnsServer(LOOPBACK, 0))
         resolver.set(HEALTHY, "A", [LOOPBACK])
+        self.zone = self.calm.start(DnsServer(LOOPBACK, 0))  # lab.test's own server, for authoritative: auto
+        self.zone.add_zone("lab.test", {"ns1.lab.test": LOOPBACK})
+        self.zone.set(HOST, "A", [LOOPBACK], ttl=60)
         return Endpoint(hostname=HEALTHY, timeout=5.0, resolvers=(ResolverSpec("r", LOOPBACK, resolver.port),),
                         authoritative="off", ca_file=self.bundle, tls=TlsContract(port=web.port),
                         http=HttpContract(port=plain.port, health_path="/healthz"))
@@ -282,6 +286,9 @@ case("dns-wrong-question", "dns.resolver_error")(_dns_case("wrong_question", "ER
 case("dns-cname-loop", "dns.resolver_error")(_dns_case("cname_loop", "ERROR", "CNAME loop"))
 
 
+_BULK = tuple(f"127.0.{i // 250}.{i % 250 + 1}" for i in range(1000))  # loopback: safe to dial
+
+
 @case("dns-truncated-falls-back-to-tcp")
 def _truncated(kit: Kit) -> tuple[Endpoint, Check]:
     resolver = kit.dns("truncate")
@@ -295,7 +302,26 @@ def _truncated(kit: Kit) -> tuple[Endpoint, Check]:
     return kit.endpoint(kit.web().port, resolvers=(resolver,)), check
 
 
-_BULK = tuple(f"127.0.{i // 250}.{i % 250 + 1}" for i in range(1000))  # loopback: safe to dial
+
+
+@case("dns-1000-glue-addresses-for-the-zone-servers", sequential=True)
+def _glue(kit: Kit) -> tuple[Endpoint, Check]:
+    """authoritative: auto learns the zone's servers from the resolver: 3,000 of them here."""
+    resolver = kit.dns()
+    resolver.add_zone("lab.test", {"ns1.lab.test": LOOPBACK})
+    resolver.set("lab.test", "NS", [f"ns{i}.lab.test." for i in range(1, 5)])
+    for i in range(2, 5):
+        resolver.set(f"ns{i}.lab.test", "A", _BULK)
+
+    def check(report: Report) -> None:
+        assert report.dns.zone == "lab.test"
+        asked = [a.server for a in report.dns.authoritative]
+        assert len(asked) == MAX_AUTHORITATIVE and asked[0] == f"{LOOPBACK}:{kit.zone.port}"
+        assert report.dns.resolvers[0].agrees_with_authoritative is True  # ns1, the real one, was asked
+        dials = {address[0] for address in kit.dialled if address[1] == kit.zone.port}
+        assert len(dials) == MAX_AUTHORITATIVE and dials <= {LOOPBACK, *_BULK}
+    endpoint = kit.endpoint(kit.web().port, resolvers=(resolver,), timeout=2.0)
+    return replace(endpoint, authoritative="auto"), check
 
 
 @case("dns-1000-a-records", "tls.connect_failed", sequential=True)
@@ -549,14 +575,20 @@ def _repeat(kit: Kit, case: Case) -> Leftovers:
 # ------------------------------------------------------------------------ tests
 @pytest.fixture
 def dialled(network_guard: list[str], monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every address a socket connects to in this test, recorded on the way to the network guard."""
+    """Every address a socket connects or sends a datagram to in this test, recorded on the way
+    to the network guard."""
     seen: list[Any] = []
-    guarded = socket.socket.connect
+    guarded_connect, guarded_sendto = socket.socket.connect, socket.socket.sendto
 
     def connect(sock: socket.socket, address: Any) -> None:
         seen.append(address)
-        return guarded(sock, address)
+        return guarded_connect(sock, address)
+
+    def sendto(sock: socket.socket, data: bytes, *args: Any) -> int:
+        seen.append(args[-1])
+        return guarded_sendto(sock, data, *args)
     monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "sendto", sendto)
     return seen
 
 
@@ -568,6 +600,8 @@ def kit(tmp_path_factory: pytest.TempPathFactory):
     quiet = pytest.MonkeyPatch()
     quiet.setattr(logging.getLogger("asyncio"), "level", logging.ERROR)
     kit = Kit(tmp_path_factory.mktemp("faults"))
+    # authoritative: auto asks the zone's servers on AUTHORITATIVE_PORT: here, the lab zone server
+    quiet.setattr(dns_layer, "AUTHORITATIVE_PORT", kit.zone.port)
     asyncio.run(probe(kit.healthy))  # warm the trust store and the imports outside any measurement
     yield kit
     kit.stop()

@@ -25,6 +25,7 @@ from ..hints import hint_for
 
 MAX_CNAME_HOPS = 8
 MAX_ADDRESSES_DIALLED = 16  # a hostile zone with 1,000 A records must not fan out 1,000 handshakes
+MAX_AUTHORITATIVE = 8  # the zone's servers asked: a resolver's 1,000 glue addresses must not fan out either
 ZONE_CACHE_SECONDS = 300.0
 AUTHORITATIVE_PORT = 53  # where a zone's NS are asked; tests point it at a lab server
 
@@ -187,6 +188,7 @@ async def find_authoritative(hostname: str, resolvers: tuple[ResolverSpec, ...],
                 servers.append(ResolverSpec(name=_strip(target), address=r.address, port=AUTHORITATIVE_PORT,
                                             view="authoritative"))
     zone = _strip(name)
+    servers = servers[:MAX_AUTHORITATIVE]
     _zone_cache[key] = (time.monotonic() + min(ns.ttl, ZONE_CACHE_SECONDS), zone, tuple(servers))
     return zone, tuple(servers)
 
