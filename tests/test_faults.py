@@ -10,9 +10,10 @@ engine, and holds the probe to four promises:
 - probing the same fault again gives the same findings, and leaves neither
   Python memory (tracemalloc) beyond a small fixed allowance nor a single
   file descriptor behind;
-- for the cases that hang (and the worst flood), a healthy endpoint probed at
-  the same time on the same event loop finishes ok and promptly, while the
-  faulty probe is still waiting: one hostile server must not stall a fleet;
+- for the cases that hang, and for the worst flood, a healthy endpoint probed
+  at the same time on the same event loop finishes ok and promptly (for a
+  hanging case, while the faulty probe is still waiting): one hostile server
+  must not stall a fleet;
 - nothing outside 127.0.0.0/8 is ever dialled (the network guard).
 """
 from __future__ import annotations
