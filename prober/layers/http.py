@@ -11,10 +11,10 @@ import asyncio
 import re
 import time
 from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
 from typing import Any
 
 import httpcore
-import httpx
 
 from ..hints import hint_for
 from ..model import CATALOGUE, Endpoint, Finding, HttpExchange, HttpResult
@@ -141,18 +141,29 @@ def _exchange_record(url: str, address: str, raw: _Raw | None, error: str | None
 
 
 # ------------------------------------------------------------------- redirect
+def _resolve(base: str, location: str) -> tuple[str, str, int, str] | None:
+    """A Location resolved against the request's URL: (scheme, host, port, path), or None if unparsable."""
+    try:
+        target = urlsplit(urljoin(base, location.strip()))
+        port = target.port
+    except ValueError:
+        return None
+    scheme = target.scheme.lower()
+    path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+    return scheme, (target.hostname or "").rstrip("."), port or (443 if scheme == "https" else 80), path
+
+
 def redirect_ok(endpoint: Endpoint, location: str | None) -> tuple[bool, str]:
     """http://host/ must send the client to https:// on the same hostname (and TLS port)."""
     if not location:
         return False, "no Location header"
-    try:
-        target = httpx.URL(f"http://{endpoint.hostname}/").join(location)
-    except (httpx.InvalidURL, ValueError):
+    target = _resolve(f"http://{endpoint.hostname}/", location)
+    if target is None:
         return False, f"unparsable Location {location[:120]!r}"
-    port = target.port or (443 if target.scheme == "https" else 80)
-    if target.scheme != "https":
+    scheme, host, port, _ = target
+    if scheme != "https":
         return False, f"Location {location[:120]} is not https"
-    if (target.host or "").rstrip(".").lower() != endpoint.hostname:
+    if host != endpoint.hostname:
         return False, f"Location {location[:120]} leaves {endpoint.hostname}"
     if port != endpoint.tls.port:
         return False, f"Location {location[:120]} points at port {port}, not the TLS port {endpoint.tls.port}"
@@ -191,16 +202,10 @@ def _same_origin(endpoint: Endpoint, path: str, location: str | None) -> str | N
     """The path to follow for a redirect that stays on https://hostname:tls_port; else None."""
     if not location:
         return None
-    try:
-        base = httpx.URL(f"https://{endpoint.hostname}:{endpoint.tls.port}{path}")
-        target = base.join(location)
-    except (httpx.InvalidURL, ValueError):
+    target = _resolve(f"https://{endpoint.hostname}:{endpoint.tls.port}{path}", location)
+    if target is None or target[:3] != ("https", endpoint.hostname, endpoint.tls.port):
         return None
-    if target.scheme != "https" or (target.host or "").lower() != endpoint.hostname:
-        return None
-    if (target.port or 443) != endpoint.tls.port:
-        return None
-    return target.raw_path.decode("ascii", "replace")
+    return target[3]
 
 
 def health_ok(endpoint: Endpoint, raw: _Raw) -> bool:
