@@ -53,7 +53,8 @@ REPEATS = 4  # extra probes of the same fault, for the memory and descriptor che
 LEAK_ALLOWANCE = 128 * 1024  # bytes still held after REPEATS probes (~10-40 KiB seen, flat in REPEATS)
 FD_ALLOWANCE = 0  # descriptors left open once the probes and their servers are gone
 CLOSE_SLACK = 0.25  # sockets closed after the deadline, the event loop's own scheduling
-HEALTHY_WITHIN = 0.5  # seconds: a healthy probe next to a hung one (alone: ~0.05)
+HEALTHY_WITHIN = 0.8  # seconds: a healthy probe next to a hung one (alone: ~0.05; the issue allows 1 s, and
+#                       the 1xx-flood starvation this guards against cost 0.54-1.2 s, so keep margin under 1)
 
 
 # ---------------------------------------------------------------------- the kit
