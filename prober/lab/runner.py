@@ -68,8 +68,7 @@ class TcpService:
         assert task is not None
         self._tasks.add(task)
         # Forget connections that are closed and flushed; keep the rest for close().
-        self._writers = {w for w in self._writers if not w.transport.is_closing()
-                         or w.transport.get_write_buffer_size()}
+        self._writers = {w for w in self._writers if _still_open(w)}
         self._writers.add(writer)
         try:
             await self._handler(reader, writer)
@@ -116,6 +115,18 @@ async def _stop_accepting(server: asyncio.Server) -> None:
     for _ in range(_SETTLE_STEPS):
         await asyncio.sleep(0)
     server.close()
+
+
+def _still_open(writer: asyncio.StreamWriter) -> bool:
+    """Open, or closing with bytes still to flush.  A closed TLS transport raises on the buffer
+    query (its SSL protocol is gone), and counts as done."""
+    transport = writer.transport
+    if not transport.is_closing():
+        return True
+    try:
+        return bool(transport.get_write_buffer_size())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 class LabLoop:
