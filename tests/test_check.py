@@ -247,3 +247,30 @@ def test_ca_file_broken_after_load_is_unknown_not_a_traceback(lab, capsys, tmp_p
     assert "trust store" in report.layers[1].reason
     code, out, err = run(capsys, "check", "healthy.lab.test", "--config", lab.config_path, "--ca-file", str(ca))
     assert code == 3 and "holds no PEM certificate" in err and "Traceback" not in err
+
+
+def test_weak_protocol_is_rechecked_hourly_not_every_probe(lab, monkeypatch):
+    """In one long-running process the second (weak) handshake happens once per listener per hour."""
+    import asyncio
+
+    import prober.layers.tls as tls_layer
+    from prober.config import load_config
+    from prober.engine import probe
+    monkeypatch.setattr(tls_layer, "_weak_seen", {})
+    contracts = load_config(lab.config_path).by_hostname()
+    weak, strong = contracts["weak-tls.lab.test"], contracts["healthy.lab.test"]
+
+    def probe_twice(endpoint):
+        server = lab.tls[endpoint.hostname.split(".")[0]]
+        before = server.connections
+        reports = [asyncio.run(probe(endpoint)) for _ in range(2)]
+        return reports, server.connections - before
+
+    reports, connections = probe_twice(weak)
+    assert [[f.code for f in r.findings] for r in reports] == [["tls.weak_protocol"]] * 2  # still reported
+    assert connections == 3  # two probes, one weak-protocol handshake
+    reports, connections = probe_twice(strong)
+    assert all(r.status == "ok" for r in reports) and connections == 3  # a refusal is remembered too
+    monkeypatch.setattr(tls_layer, "WEAK_RECHECK_SECONDS", 0.0)
+    monkeypatch.setattr(tls_layer, "_weak_seen", {})
+    assert probe_twice(weak)[1] == 4  # without the cache: two handshakes per probe

@@ -128,15 +128,31 @@ async def _handshake(address: str, port: int, hostname: str, ctx: ssl.SSLContext
     return tls, None, True, connected - started, time.monotonic() - connected
 
 
+# Which protocols a listener accepts changes when someone edits its config, not between two
+# probes: a long-running `prober serve` asks again at most once an hour per listener and
+# hostname, instead of opening a second connection and handshake on every probe.  A one-shot
+# `prober check` starts with an empty cache, so it always asks.
+WEAK_RECHECK_SECONDS = 3600.0
+_WEAK_CACHE_MAX = 65536
+_weak_seen: dict[tuple[str, int, str, str], tuple[float, str | None]] = {}
+
+
 async def _weak_protocol(address: str, port: int, hostname: str, minimum: str, deadline: float) -> str | None:
     below = _BELOW.get(minimum)
     if below is None:
         return None
-    stream, error, *_ = await _handshake(address, port, hostname, weak_context(below), deadline)
-    if stream is None:
-        return None
-    version = stream.get_extra_info("ssl_object").version()
-    await Connection(address, port, stream).aclose()
+    key = (address, port, hostname, minimum)
+    seen = _weak_seen.get(key)
+    if seen is not None and seen[0] > time.monotonic():
+        return seen[1]
+    stream, error, connected, *_ = await _handshake(address, port, hostname, weak_context(below), deadline)
+    version = stream.get_extra_info("ssl_object").version() if stream is not None else None
+    if stream is not None:
+        await Connection(address, port, stream).aclose()
+    if stream is not None or (connected and error != "timed out"):  # a definite yes or no: remember it
+        if len(_weak_seen) >= _WEAK_CACHE_MAX:
+            _weak_seen.clear()
+        _weak_seen[key] = (time.monotonic() + WEAK_RECHECK_SECONDS, version)
     return version
 
 
