@@ -550,7 +550,9 @@ class _VerdictCache:
             self.hits = self.misses = 0
 
 
-_CACHE = _VerdictCache(4096)
+# Keyed by (chain, hostname, store): 10,000 names behind one wildcard certificate are 10,000
+# entries, so the cache is sized for a large fleet (an entry is a few hundred bytes).
+_CACHE = _VerdictCache(32768)
 
 
 def _stable_window(chain: Sequence[x509.Certificate], store: TrustStore) -> tuple[float, float]:
