@@ -283,8 +283,10 @@ case("dns-blackhole", "dns.resolver_error", hangs=True)(_dns_case("blackhole", "
 case("dns-answers-after-timeout", "dns.resolver_error")(
     _dns_case(f"delay:{3 * TIMEOUT}", "TIMEOUT", "no answer"))
 case("dns-malformed", "dns.resolver_error")(_dns_case("malformed", "ERROR", "malformed"))
-case("dns-wrong-id", "dns.resolver_error")(_dns_case("wrong_id", "ERROR", "does not respond"))
-case("dns-wrong-question", "dns.resolver_error")(_dns_case("wrong_question", "ERROR", "does not respond"))
+# A reply with another ID is dropped, as RFC 5452 asks (it may be spoofed): the query times out.
+case("dns-wrong-id", "dns.resolver_error")(_dns_case("wrong_id", "TIMEOUT", "no answer before the timeout"))
+case("dns-wrong-question", "dns.resolver_error")(_dns_case("wrong_question", "ERROR",
+                                                           "does not answer the question asked"))
 case("dns-cname-loop", "dns.resolver_error")(_dns_case("cname_loop", "ERROR", "CNAME loop"))
 
 

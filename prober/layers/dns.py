@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 import time
 from dataclasses import dataclass, replace
 
 import dns.asyncquery
+import dns.entropy
 import dns.exception
 import dns.flags
 import dns.message
@@ -47,27 +49,95 @@ def _strip(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True).lower()
 
 
-async def _query(qname: dns.name.Name, rdtype: int, address: str, port: int,
+class UdpExchange(asyncio.DatagramProtocol):
+    """One UDP socket per address family for every query of one probe.
+
+    A new socket and transport per query was the largest CPU cost of the DNS
+    layer.  Replies are matched to their query by (server, port, ID) and must
+    answer its question; a datagram that matches nothing is dropped, as
+    RFC 5452 asks of a resolver, so a spoofed or stray reply cannot end a query.
+    Messages are built and parsed by dnspython; TCP after TC=1 is dnspython's.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, int, int], tuple[dns.message.Message, asyncio.Future]] = {}
+        self._transports: dict[int, asyncio.DatagramTransport] = {}
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if len(data) < 12:
+            return
+        entry = self._pending.get((addr[0], addr[1], int.from_bytes(data[:2], "big")))
+        if entry is None or entry[1].done():
+            return
+        query, future = entry
+        try:
+            response = dns.message.from_wire(data, keyring=None, request_mac=b"", one_rr_per_rrset=False)
+        except (dns.exception.DNSException, ValueError) as exc:
+            future.set_exception(dns.exception.DNSException(f"malformed reply: {_describe(exc)}"))
+            return
+        if not query.is_response(response):
+            future.set_exception(dns.exception.DNSException("the reply does not answer the question asked"))
+        else:
+            future.set_result(response)
+
+    async def _transport(self, family: int) -> asyncio.DatagramTransport:
+        transport = self._transports.get(family)
+        if transport is None:
+            loop = asyncio.get_running_loop()
+            local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+            transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=local, family=family)
+            self._transports[family] = transport
+        return transport
+
+    async def query(self, query: dns.message.Message, address: str, port: int, timeout: float
+                    ) -> dns.message.Message:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        transport = await self._transport(family)
+        while (address, port, query.id) in self._pending:
+            query.id = dns.entropy.random_16()
+        key = (address, port, query.id)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[key] = (query, future)
+        try:
+            transport.sendto(query.to_wire(), (address, port))
+            async with asyncio.timeout(timeout):
+                response = await future
+        except TimeoutError:
+            raise dns.exception.Timeout() from None
+        finally:
+            del self._pending[key]
+        if response.flags & dns.flags.TC:
+            response = await dns.asyncquery.tcp(query, address, timeout=timeout, port=port)
+        return response
+
+    def close(self) -> None:
+        for transport in self._transports.values():
+            transport.close()
+        self._transports.clear()
+
+
+async def _query(udp: UdpExchange, qname: dns.name.Name, rdtype: int, address: str, port: int,
                  timeout: float, recursion: bool) -> dns.message.Message:
     q = dns.message.make_query(qname, rdtype)
     if not recursion:
         q.flags &= ~dns.flags.RD
-    response, _ = await dns.asyncquery.udp_with_fallback(q, address, timeout=timeout, port=port)
-    return response
+    return await udp.query(q, address, port, timeout)
 
 
 def _walk_answer(response: dns.message.Message, qname: dns.name.Name, rdtype: int
                  ) -> tuple[dns.name.Name, list[str], list[str], int | None]:
     """Follow the CNAME chain inside one response; return (final name, cnames, addresses, min ttl)."""
+    index = {(rrset.name, rrset.rdtype): rrset for rrset in response.answer
+             if rrset.rdclass == dns.rdataclass.IN}  # one pass, instead of a find_rrset per hop
     name, cnames, addresses, ttls = qname, [], [], []
     seen = {qname}
     for _ in range(MAX_CNAME_HOPS + 1):
-        rrset = response.get_rrset(response.answer, name, dns.rdataclass.IN, rdtype)
+        rrset = index.get((name, rdtype))
         if rrset is not None:
             addresses.extend(r.address for r in rrset)
             ttls.append(rrset.ttl)
             break
-        cname = response.get_rrset(response.answer, name, dns.rdataclass.IN, dns.rdatatype.CNAME)
+        cname = index.get((name, dns.rdatatype.CNAME))
         if cname is None:
             break
         ttls.append(cname.ttl)
@@ -79,8 +149,8 @@ def _walk_answer(response: dns.message.Message, qname: dns.name.Name, rdtype: in
     return name, cnames, addresses, (min(ttls) if ttls else None)
 
 
-async def _lookup_type(hostname: str, rdtype: int, address: str, port: int, deadline: float,
-                       recursion: bool) -> _Lookup:
+async def _lookup_type(udp: UdpExchange, hostname: str, rdtype: int, address: str, port: int,
+                       deadline: float, recursion: bool) -> _Lookup:
     qname = dns.name.from_text(hostname)
     cnames: list[str] = []
     ttls: list[int] = []
@@ -89,7 +159,7 @@ async def _lookup_type(hostname: str, rdtype: int, address: str, port: int, dead
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise dns.exception.Timeout()
-            response = await _query(qname, rdtype, address, port, remaining, recursion)
+            response = await _query(udp, qname, rdtype, address, port, remaining, recursion)
             rcode = dns.rcode.to_text(response.rcode())
             if rcode != "NOERROR":
                 return _Lookup(rcode, (), tuple(cnames), None)
@@ -130,13 +200,13 @@ def _merge(a: _Lookup, aaaa: _Lookup) -> _Lookup:
                    min(ttls) if ttls else None)
 
 
-async def ask(hostname: str, spec: ResolverSpec, deadline: float, *, recursion: bool = True,
+async def ask(udp: UdpExchange, hostname: str, spec: ResolverSpec, deadline: float, *, recursion: bool = True,
               authoritative: bool = False) -> ResolverAnswer:
     """Ask one server for A and AAAA; never raises."""
     started = time.monotonic()
     a, aaaa = await asyncio.gather(
-        _lookup_type(hostname, dns.rdatatype.A, spec.address, spec.port, deadline, recursion),
-        _lookup_type(hostname, dns.rdatatype.AAAA, spec.address, spec.port, deadline, recursion))
+        _lookup_type(udp, hostname, dns.rdatatype.A, spec.address, spec.port, deadline, recursion),
+        _lookup_type(udp, hostname, dns.rdatatype.AAAA, spec.address, spec.port, deadline, recursion))
     merged = _merge(a, aaaa)
     return ResolverAnswer(
         resolver=spec.name, server=_server_text(spec.address, spec.port), view=spec.view,
@@ -148,20 +218,20 @@ async def ask(hostname: str, spec: ResolverSpec, deadline: float, *, recursion: 
 _zone_cache: dict[tuple[str, str], tuple[float, str, tuple[ResolverSpec, ...]]] = {}
 
 
-async def _first_answer(qname: dns.name.Name, rdtype: int, resolvers: tuple[ResolverSpec, ...],
+async def _first_answer(udp: UdpExchange, qname: dns.name.Name, rdtype: int, resolvers: tuple[ResolverSpec, ...],
                         deadline: float) -> dns.message.Message | None:
     for spec in resolvers:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
         try:
-            return await _query(qname, rdtype, spec.address, spec.port, remaining, True)
+            return await _query(udp, qname, rdtype, spec.address, spec.port, remaining, True)
         except (dns.exception.DNSException, OSError, ValueError, EOFError):
             continue
     return None
 
 
-async def find_authoritative(hostname: str, resolvers: tuple[ResolverSpec, ...], deadline: float
+async def find_authoritative(udp: UdpExchange, hostname: str, resolvers: tuple[ResolverSpec, ...], deadline: float
                              ) -> tuple[str | None, tuple[ResolverSpec, ...]]:
     """Find the zone that holds hostname and the addresses of its NS, through the resolvers."""
     key = (hostname, ",".join(r.name for r in resolvers))
@@ -170,7 +240,7 @@ async def find_authoritative(hostname: str, resolvers: tuple[ResolverSpec, ...],
         return cached[1], cached[2]
     name = dns.name.from_text(hostname)
     while True:
-        response = await _first_answer(name, dns.rdatatype.NS, resolvers, deadline)
+        response = await _first_answer(udp, name, dns.rdatatype.NS, resolvers, deadline)
         if response is None:
             return None, ()
         ns = response.get_rrset(response.answer, name, dns.rdataclass.IN, dns.rdatatype.NS)
@@ -182,7 +252,7 @@ async def find_authoritative(hostname: str, resolvers: tuple[ResolverSpec, ...],
     servers: list[ResolverSpec] = []
     for target in sorted(r.target for r in ns)[:4]:
         for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-            reply = await _first_answer(target, rdtype, resolvers, deadline)
+            reply = await _first_answer(udp, target, rdtype, resolvers, deadline)
             rrset = reply and reply.get_rrset(reply.answer, target, dns.rdataclass.IN, rdtype)
             for r in rrset or ():
                 servers.append(ResolverSpec(name=_strip(target), address=r.address, port=AUTHORITATIVE_PORT,
@@ -238,19 +308,29 @@ def is_global(address: str) -> bool:
     return ip.is_global
 
 
+async def _authoritative(udp: UdpExchange, endpoint: Endpoint, resolvers: tuple[ResolverSpec, ...],
+                         deadline: float) -> tuple[str | None, tuple[ResolverAnswer, ...]]:
+    zone, specs = None, ()
+    if endpoint.authoritative == "auto":
+        zone, specs = await find_authoritative(udp, endpoint.hostname, resolvers, deadline)
+    elif endpoint.authoritative != "off":
+        specs = (parse_authoritative(endpoint.authoritative),)
+    answers = await asyncio.gather(*(
+        ask(udp, endpoint.hostname, s, deadline, recursion=False, authoritative=True) for s in specs))
+    return zone, tuple(answers)
+
+
 async def probe_dns(endpoint: Endpoint, resolvers: tuple[ResolverSpec, ...], deadline: float
                     ) -> tuple[DnsResult, list[Finding]]:
     """The DNS layer: never raises; a failing resolver is a finding, not an abort."""
     started = time.monotonic()
-    answers = await asyncio.gather(*(ask(endpoint.hostname, r, deadline) for r in resolvers))
-    zone, auth_specs = None, ()
-    if endpoint.authoritative == "auto":
-        recursive = tuple(r for r in resolvers)
-        zone, auth_specs = await find_authoritative(endpoint.hostname, recursive, deadline)
-    elif endpoint.authoritative != "off":
-        auth_specs = (parse_authoritative(endpoint.authoritative),)
-    auth = tuple(await asyncio.gather(*(
-        ask(endpoint.hostname, s, deadline, recursion=False, authoritative=True) for s in auth_specs)))
+    udp = UdpExchange()
+    try:
+        answers, (zone, auth) = await asyncio.gather(
+            asyncio.gather(*(ask(udp, endpoint.hostname, r, deadline) for r in resolvers)),
+            _authoritative(udp, endpoint, resolvers, deadline))
+    finally:
+        udp.close()
     answers = tuple(replace(a, agrees_with_authoritative=agrees(a, auth)) for a in answers)
     result = DnsResult(resolvers=answers, authoritative=auth, zone=zone,
                        addresses=_addresses_to_dial(endpoint, answers, auth),
