@@ -18,7 +18,7 @@ import httpcore
 
 from ..hints import hint_for
 from ..model import CATALOGUE, Endpoint, Finding, HttpExchange, HttpResult
-from .tls import _BACKEND, Connection, _error_text
+from .tls import AsyncioStream, Connection, _error_text
 
 BODY_CAP = 64 * 1024
 READ_BUDGET = BODY_CAP + 128 * 1024  # bytes one exchange may read: heads, any 1xx, the body up to the cap
@@ -174,7 +174,7 @@ async def check_redirect(endpoint: Endpoint, address: str, deadline: float) -> H
     port = endpoint.http.port
     url = f"http://{endpoint.hostname}:{port}/" if port != 80 else f"http://{endpoint.hostname}/"
     try:
-        stream = await _BACKEND.connect_tcp(address, port, timeout=max(deadline - time.monotonic(), 0.001))
+        stream = await AsyncioStream.connect(address, port, max(deadline - time.monotonic(), 0.001))
     except Exception as exc:
         return HttpExchange(url=url, address=address, error=f"connect: {_error_text(exc)}")
     conn = httpcore.AsyncHTTP11Connection(httpcore.Origin(b"http", endpoint.hostname.encode(), port),
