@@ -15,7 +15,7 @@ from . import x509
 from .layers.dns import probe_dns
 from .layers.http import probe_http
 from .layers.tls import Connection, probe_tls
-from .model import (DnsResult, Endpoint, Finding, HttpResult, LayerResult, Report, TlsResult, Verdict)
+from .model import LAYERS, DnsResult, Endpoint, Finding, HttpResult, LayerResult, Report, TlsResult, Verdict
 from .verdict import decide, layer_status
 
 DNS_SHARE = 0.4
@@ -135,12 +135,10 @@ def _report(endpoint: Endpoint, started_wall: float, started: float, layers: tup
                   phases=_phases(dns, tls, http))
 
 
-def _timed_out(endpoint: Endpoint, started_wall: float, started: float) -> Report:
-    layers = tuple(LayerResult(name=n, status="unknown", duration_seconds=0.0,
-                               reason="the probe was stopped at its timeout") for n in ("dns", "tls", "http"))
-    verdict = Verdict(status="unknown", layer=None, code=None,
-                      message=f"{endpoint.hostname}: the probe did not finish within its {endpoint.timeout:g}s "
-                              "timeout and was stopped")
+def unknown_report(endpoint: Endpoint, started_wall: float, started: float, message: str) -> Report:
+    """An UNKNOWN report for a run that did not finish: every layer unknown, with `message` as the reason."""
+    layers = tuple(LayerResult(name=n, status="unknown", duration_seconds=0.0, reason=message) for n in LAYERS)
+    verdict = Verdict(status="unknown", layer=None, code=None, message=f"{endpoint.hostname}: {message}")
     return Report(hostname=endpoint.hostname, endpoint=endpoint, started_at=started_wall,
                   duration_seconds=time.monotonic() - started, status="unknown", verdict=verdict,
                   layers=layers, findings=(), dns=DnsResult(), tls=TlsResult(), http=HttpResult())
@@ -152,4 +150,5 @@ async def probe(endpoint: Endpoint) -> Report:
     try:
         return await asyncio.wait_for(_run(endpoint, started_wall, started), endpoint.timeout + HARD_STOP_GRACE)
     except asyncio.TimeoutError:
-        return _timed_out(endpoint, started_wall, started)
+        return unknown_report(endpoint, started_wall, started,
+                              f"the probe did not finish within its {endpoint.timeout:g}s timeout and was stopped")

@@ -266,8 +266,8 @@ def test_pod_security(chart, name: str) -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
     assert mounts["/etc/prober"]["readOnly"] is True
-    assert container["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"},
-                                      "limits": {"memory": "512Mi"}}
+    assert container["resources"] == {"requests": {"cpu": "250m", "memory": "160Mi"},
+                                      "limits": {"memory": "384Mi"}}
     assert container["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "http-metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "http-metrics"}
     assert container["ports"] == [{"name": "http-metrics", "containerPort": 9716, "protocol": "TCP"}]

@@ -27,7 +27,8 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from ..model import LAYERS, DnsResult, Endpoint, HttpResult, LayerResult, Report, TlsResult, Verdict
+from ..engine import unknown_report
+from ..model import Endpoint, Report
 from .metrics import SelfMetrics, Snapshot, SnapshotStore, build_snapshot
 
 log = logging.getLogger("prober.service")
@@ -205,11 +206,11 @@ class ProbeScheduler:
             except asyncio.TimeoutError:
                 log.warning("the probe of %s overran its %gs timeout; stopped by the outer guard",
                             hostname, endpoint.timeout)
-                return _failed(endpoint, started_wall, started, f"the probe did not finish within its "
+                return unknown_report(endpoint, started_wall, started, f"the probe did not finish within its "
                                f"{endpoint.timeout:g}s timeout and was stopped by the service")
             except Exception as err:  # the engine never raises; if it does, one endpoint must not stop the rest
                 log.warning("the probe of %s failed: %s: %s", hostname, type(err).__name__, err)
-                return _failed(endpoint, started_wall, started, f"the probe failed inside the prober "
+                return unknown_report(endpoint, started_wall, started, f"the probe failed inside the prober "
                                f"({type(err).__name__}); see the service log")
             finally:
                 group = self._inflight.get(hostname)
@@ -217,13 +218,3 @@ class ProbeScheduler:
                     group.discard(task)
                     if not group:
                         del self._inflight[hostname]
-
-
-def _failed(endpoint: Endpoint, started_wall: float, started: float, message: str) -> Report:
-    """An UNKNOWN report for a run the engine did not finish: its series must not stay as they were."""
-    layers = tuple(LayerResult(name=n, status="unknown", duration_seconds=0.0, reason=message)
-                   for n in LAYERS)
-    return Report(hostname=endpoint.hostname, endpoint=endpoint, started_at=started_wall,
-                  duration_seconds=time.monotonic() - started, status="unknown",
-                  verdict=Verdict(status="unknown", layer=None, code=None, message=f"{endpoint.hostname}: {message}"),
-                  layers=layers, findings=(), dns=DnsResult(), tls=TlsResult(), http=HttpResult())
