@@ -274,3 +274,24 @@ def test_weak_protocol_is_rechecked_hourly_not_every_probe(lab, monkeypatch):
     monkeypatch.setattr(tls_layer, "WEAK_RECHECK_SECONDS", 0.0)
     monkeypatch.setattr(tls_layer, "_weak_seen", {})
     assert probe_twice(weak)[1] == 4  # without the cache: two handshakes per probe
+
+
+def test_probes_leave_no_file_descriptor_behind(lab):
+    """Three resolvers, an authoritative server, TLS, redirect, health: 20 probes, then the same fds."""
+    import asyncio
+    import os
+
+    from prober.config import load_config
+    from prober.engine import probe
+    endpoint = load_config(lab.config_path).by_hostname()["healthy.lab.test"]
+
+    async def leftover() -> int:  # in one running loop, as in `prober serve`: nothing is collected for us
+        await asyncio.gather(*(probe(endpoint) for _ in range(5)))  # warm: contexts, trust store
+        await asyncio.sleep(0.2)
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(4):
+            await asyncio.gather(*(probe(endpoint) for _ in range(5)))
+        await asyncio.sleep(0.2)  # closed transports release their sockets on the next loop turns
+        return len(os.listdir("/proc/self/fd")) - before
+
+    assert asyncio.run(leftover()) <= 2  # the lab servers' own accept churn, not several per probe

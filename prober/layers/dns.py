@@ -62,6 +62,7 @@ class UdpExchange(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self._pending: dict[tuple[str, int, int], tuple[dns.message.Message, asyncio.Future]] = {}
         self._transports: dict[int, asyncio.DatagramTransport] = {}
+        self._opening = asyncio.Lock()  # concurrent first queries must share one socket, not race to make six
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         if len(data) < 12:
@@ -82,12 +83,15 @@ class UdpExchange(asyncio.DatagramProtocol):
 
     async def _transport(self, family: int) -> asyncio.DatagramTransport:
         transport = self._transports.get(family)
-        if transport is None:
-            loop = asyncio.get_running_loop()
-            local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
-            transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=local, family=family)
-            self._transports[family] = transport
-        return transport
+        if transport is not None:
+            return transport
+        async with self._opening:
+            if family not in self._transports:
+                loop = asyncio.get_running_loop()
+                local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+                self._transports[family], _ = await loop.create_datagram_endpoint(
+                    lambda: self, local_addr=local, family=family)
+            return self._transports[family]
 
     async def query(self, query: dns.message.Message, address: str, port: int, timeout: float
                     ) -> dns.message.Message:
