@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import netguard
 import pytest
+from waiting import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from prober.lab.dnsserver import DnsServer
@@ -44,15 +45,7 @@ GUARDED = [sys.executable, str(REPO / "tests" / "netguard.py")]
 
 # ------------------------------------------------------------------ helpers
 def until(check: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+    return wait_for(what, check, timeout)
 
 
 Series = dict[str, list[tuple[dict[str, str], float]]]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_for  # noqa: F401  (re-exported for the e2e tests)
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO = E2E_DIR.parents[1]
@@ -269,15 +270,3 @@ def prober_check(config: Path, hostnames: Sequence[str], workdir: Path, timeout:
 def _validate(doc: Any) -> None:
     import jsonschema
     jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
-
-
-def wait_for(what: str, condition: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    """Poll until `condition()` is truthy and return it; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}", pytrace=False)
-        time.sleep(interval)
