@@ -275,7 +275,9 @@ def start_alertmanager(workdir: Path, config: Path, address: str, port: int) -> 
 
 
 def now_iso(offset: float = 0.0) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + offset))
+    """RFC 3339 UTC with milliseconds: truncating to the second would date an alert up to a second back."""
+    t = time.time() + offset
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
 class WebhookSink:
