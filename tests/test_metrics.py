@@ -7,6 +7,7 @@ from the exposition text, as Prometheus would read them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import socket
 import time
@@ -25,8 +26,8 @@ from prober.lab.pki import CA, self_signed
 from prober.lab.runner import LabLoop
 from prober.lab.webserver import PlainHttpServer, TlsHttpServer
 from prober.model import Endpoint, Report
-from prober.service.metrics import (ENDPOINT_FAMILIES, EndpointCollector, SelfMetrics, build_snapshot,
-                                    render_snapshot)
+from prober.service.metrics import (ENDPOINT_FAMILIES, MAX_LABEL_CHARS, SelfMetrics, build_snapshot,
+                                    endpoint_exposition, render_snapshot)
 
 ZONE = "example.test"
 WWW, EXPIRED, UNTRUSTED, REFUSED, TWIN = (f"{n}.{ZONE}" for n in ("www", "expired", "untrusted", "refused", "twin"))
@@ -186,18 +187,49 @@ def test_one_certificate_on_two_addresses_is_one_series(lab: dict) -> None:
             "no label may hold a dialled address"
 
 
-def test_location_is_on_every_series_and_the_collector_follows_its_source(lab: dict) -> None:
+def test_hostile_label_values_survive_the_exposition_and_stay_bounded(lab: dict) -> None:
+    """Labels come from certificates and contracts an attacker may shape: quotes, backslashes, newlines,
+    non-ASCII, braces and sheer length must read back exactly (clipped), one series each, nothing injected."""
+    report = _report(lab, WWW)
+    hostile = {"owner_team": 'a"b\\c\nd} x{y="1"', "app_owner": "zürich ☃ \t tab", "tls_termination": "x" * 5000}
+    report = dataclasses.replace(report, endpoint=dataclasses.replace(report.endpoint, **hostile))
+    s = _series(render_snapshot(build_snapshot(report)))
+    (labels, value), = s["prober_endpoint_info"]
+    assert value == 1
+    assert labels["owner_team"] == hostile["owner_team"]
+    assert labels["app_owner"] == hostile["app_owner"]
+    assert len(labels["tls_termination"]) == MAX_LABEL_CHARS and labels["tls_termination"].endswith("…")
+    assert sum(len(rows) for rows in s.values()) == sum(
+        len(rows) for rows in _series(render_snapshot(build_snapshot(_report(lab, WWW)))).values())
+
+
+def test_a_scrape_joins_the_rendered_lines_in_family_order(lab: dict) -> None:
+    """/metrics is one HELP and TYPE per family, then every endpoint's lines: valid text, no repeats."""
+    snapshots = [build_snapshot(_report(lab, name)) for name in (WWW, EXPIRED, REFUSED)]
+    text = endpoint_exposition(snapshots).decode()
+    helps = [line.split(" ")[2] for line in text.splitlines() if line.startswith("# HELP ")]
+    assert helps == list(ENDPOINT_FAMILIES)
+    s = _series(text)
+    assert {l["hostname"] for l, _ in s["prober_probe_success"]} == {WWW, EXPIRED, REFUSED}
+    assert sorted(l["hostname"] for l, _ in s["prober_tls_verified"]) == [EXPIRED, WWW]
+    assert all(len(snapshot.lines) == len(ENDPOINT_FAMILIES) for snapshot in snapshots)
+
+
+def test_location_is_on_every_series_and_the_exposition_follows_its_source(lab: dict) -> None:
     registry = CollectorRegistry(auto_describe=False)
     own = SelfMetrics(registry, "eu-west")
     snapshots = [build_snapshot(_report(lab, WWW), "eu-west"), build_snapshot(_report(lab, EXPIRED), "eu-west")]
-    registry.register(EndpointCollector(lambda: snapshots))
+
+    def scrape() -> bytes:  # what the service's /metrics returns
+        return generate_latest(registry) + endpoint_exposition(snapshots)
+
     own.observe_run(snapshots[0].report)
     own.lag.observe(0.2)
     own.skipped.inc()
     own.endpoints.set(2)
     own.reload_ok.set(1)
 
-    s = _series(generate_latest(registry))
+    s = _series(scrape())
     unlabelled = [(n, l) for n, rows in s.items() for l, _ in rows if l.get("location") != "eu-west"]
     assert not unlabelled
     assert _one(s, "prober_probe_runs_total", result="ok") == 1
@@ -207,7 +239,7 @@ def test_location_is_on_every_series_and_the_collector_follows_its_source(lab: d
     assert {l["hostname"] for l, _ in s["prober_probe_success"]} == {WWW, EXPIRED}
 
     snapshots.pop()  # what a reload does to the store: the next scrape no longer has it
-    s = _series(generate_latest(registry))
+    s = _series(scrape())
     assert {l.get("hostname") for rows in s.values() for l, _ in rows} <= {WWW, None}
 
 

@@ -7,6 +7,7 @@ Metrics are read with prometheus_client's parser, as Prometheus would.
 """
 from __future__ import annotations
 
+import gc
 import http.client
 import os
 import signal
@@ -29,6 +30,7 @@ from prober.lab.dnsserver import DnsServer
 from prober.lab.pki import CA, self_signed
 from prober.lab.runner import LabLoop
 from prober.lab.webserver import PlainHttpServer, TlsHttpServer
+from prober.service.app import GC_THRESHOLDS, settle_heap
 from prober.service.scheduler import phase_seconds
 from prober.shard import shard_of
 
@@ -403,6 +405,32 @@ def test_not_ready_until_the_config_is_loaded(lab: Lab, tmp_path: Path) -> None:
     finally:
         assert service.stop() == 0
     assert "stopped" in service.stderr
+
+
+def test_settled_heap_freezes_start_up_and_collects_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        frozen = settle_heap()
+        assert frozen == gc.get_freeze_count() > 10_000  # at least the imported modules' objects
+        assert gc.get_threshold() == GC_THRESHOLDS
+        cycle: list[object] = []
+        cycle.append(cycle)  # cyclic garbage made after the freeze is still found and freed
+        del cycle
+        assert gc.collect() >= 1
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_the_service_settles_its_heap_once_the_config_is_in_force(lab: Lab, tmp_path: Path) -> None:
+    service = Serve(lab.config(tmp_path / "probes.yaml", [WWW]), "--log-level", "debug")
+    try:
+        service.wait_ready()
+        line = until(lambda: service._find("heap settled:"), 10, "the heap to be settled")
+        assert int(line.split("heap settled: ", 1)[1].split()[0]) > 10_000
+    finally:
+        assert service.stop() == 0
 
 
 def test_shard_filters_endpoints(lab: Lab, tmp_path: Path) -> None:

@@ -1,25 +1,27 @@
 """Prometheus metrics for `prober serve` (the contract is docs/metrics.md).
 
 Endpoint series come from the latest report of each endpoint.  A report is
-turned into its samples once, when it arrives (``build_snapshot``), and a
-custom collector (``EndpointCollector``) only gathers the stored samples at
-scrape time: a scrape of 10,000 endpoints builds nothing per endpoint, an
+turned into its exposition text once, when it arrives (``build_snapshot``,
+rendered by prometheus_client itself), and a scrape only joins the stored
+bytes family by family (``endpoint_exposition``): a scrape of 10,000
+endpoints renders nothing per endpoint, and an endpoint keeps a few kB of
+bytes instead of a few dozen Sample objects with a label dict each.  An
 endpoint removed by a reload is gone from the next scrape, and a renewed
-certificate (new serial) replaces the old series because the old report is
-replaced.  Self-metrics are ordinary prometheus_client metrics in the same
+certificate (new serial) replaces the old series because the old snapshot is
+replaced.  Self-metrics are ordinary prometheus_client metrics in their own
 registry.  ``--location`` adds ``location`` to every series of both.
 """
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
 
 from ..model import EXIT_CODES, EXPIRY_TIERS, LAYERS, Report
 
@@ -60,33 +62,55 @@ def _clip(value: str | None) -> str:
     return text if len(text) <= MAX_LABEL_CHARS else text[:MAX_LABEL_CHARS - 1] + "…"
 
 
+FAMILY_INDEX: dict[str, int] = {name: i for i, name in enumerate(ENDPOINT_FAMILIES)}
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The latest report of one endpoint and its samples, built once."""
+    """The latest report of one endpoint and its series as exposition text, rendered once.
+
+    ``lines[i]`` holds the sample lines of the i-th family of ENDPOINT_FAMILIES
+    (b"" when the endpoint has none), without HELP and TYPE.
+    """
     report: Report
-    samples: dict[str, tuple[Sample, ...]]
+    lines: tuple[bytes, ...]
 
     @property
     def hostname(self) -> str:
         return self.report.hostname
 
 
-class _Rows:
+class _Rows(Collector):
     """Collects samples per family; a repeated label set keeps its first value."""
 
     def __init__(self, base: dict[str, str]) -> None:
         self.base = base
-        self.by_family: dict[str, dict[tuple, Sample]] = {}
+        self.by_family: dict[str, dict[tuple, float]] = {}
 
     def add(self, family: str, value: float, **labels: str | None) -> None:
         full = {**self.base, **{k: _clip(v) for k, v in labels.items()}}
-        rows = self.by_family.setdefault(family, {})
-        key = tuple(full.items())
-        if key not in rows:
-            rows[key] = Sample(family, full, float(value))
+        self.by_family.setdefault(family, {}).setdefault(tuple(full.items()), float(value))
 
-    def done(self) -> dict[str, tuple[Sample, ...]]:
-        return {family: tuple(rows.values()) for family, rows in self.by_family.items()}
+    def collect(self) -> Iterator[Metric]:
+        """The rows as metric families (a Collector, for generate_latest)."""
+        for name in ENDPOINT_FAMILIES:
+            rows = self.by_family.get(name)
+            if rows:
+                family = GaugeMetricFamily(name, "")
+                for labels, value in rows.items():
+                    family.add_sample(name, dict(labels), value)
+                yield family
+
+    def render(self) -> tuple[bytes, ...]:
+        """Sample lines per family, rendered by prometheus_client (escaping, float format, label order)."""
+        lines: list[list[str]] = [[] for _ in ENDPOINT_FAMILIES]
+        current: list[str] = lines[0]
+        for line in generate_latest(self).decode().splitlines(keepends=True):
+            if line.startswith("# HELP "):
+                current = lines[FAMILY_INDEX[line.split(" ", 3)[2]]]
+            elif not line.startswith("#"):
+                current.append(line)  # a label value's newline is escaped: one sample per line
+        return tuple("".join(family).encode() for family in lines)
 
 
 def build_snapshot(report: Report, location: str | None = None) -> Snapshot:
@@ -98,7 +122,7 @@ def build_snapshot(report: Report, location: str | None = None) -> Snapshot:
     _probe_rows(rows, report)
     _dns_rows(rows, report)
     _tls_rows(rows, report)
-    return Snapshot(report, rows.done())
+    return Snapshot(report, rows.render())
 
 
 def _probe_rows(rows: _Rows, r: Report) -> None:
@@ -179,26 +203,32 @@ class SnapshotStore:
             return list(self._latest.values())
 
 
-class EndpointCollector(Collector):
-    """Yields the endpoint families from the snapshots `source` returns at scrape time."""
+@lru_cache(maxsize=None)
+def _headers() -> tuple[bytes, ...]:
+    """HELP and TYPE of each endpoint family, as prometheus_client renders them."""
+    class Empty(Collector):
+        def __init__(self, name: str) -> None:
+            self.name = name
 
-    def __init__(self, source: Callable[[], Iterable[Snapshot]]) -> None:
-        self._source = source
+        def collect(self) -> Iterator[Metric]:
+            yield GaugeMetricFamily(self.name, ENDPOINT_FAMILIES[self.name])
 
-    def collect(self) -> Iterator[Metric]:
-        snapshots = list(self._source())
-        for name, doc in ENDPOINT_FAMILIES.items():
-            family = GaugeMetricFamily(name, doc)
-            for snapshot in snapshots:
-                family.samples.extend(snapshot.samples.get(name, ()))
-            yield family
+    return tuple(generate_latest(Empty(name)) for name in ENDPOINT_FAMILIES)
+
+
+def endpoint_exposition(snapshots: Iterable[Snapshot]) -> bytes:
+    """Every endpoint family in the text format: its HELP and TYPE, then each snapshot's lines."""
+    snapshots = list(snapshots)
+    out: list[bytes] = []
+    for i, header in enumerate(_headers()):
+        out.append(header)
+        out.extend(snapshot.lines[i] for snapshot in snapshots)
+    return b"".join(out)
 
 
 def render_snapshot(snapshot: Snapshot) -> bytes:
-    """One endpoint's series in the text exposition format (for /probe): a one-off registry."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(EndpointCollector(lambda: (snapshot,)))
-    return generate_latest(registry)
+    """One endpoint's series in the text exposition format (for /probe)."""
+    return endpoint_exposition((snapshot,))
 
 
 class SelfMetrics:

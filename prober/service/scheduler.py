@@ -87,7 +87,7 @@ class ProbeScheduler:
         return self._endpoints
 
     def snapshots(self) -> list[Snapshot]:
-        """The latest snapshot of every endpoint in force (the collector's source)."""
+        """The latest snapshot of every endpoint in force (what /metrics exports)."""
         current = self._endpoints
         return [s for s in self._store.all() if s.hostname in current]
 
