@@ -25,6 +25,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the bench runs from a checkout, installed or not
+    sys.path.insert(0, str(ROOT))
 DOMAIN = "fleet.test"
 NGINX_ADDRESSES = ("127.0.1.1", "127.0.1.2", "127.0.1.3", "127.0.1.4")
 DNS_ADDRESSES = ("127.0.0.61", "127.0.0.62", "127.0.0.63")

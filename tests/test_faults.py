@@ -19,6 +19,7 @@ engine, and holds the probe to four promises:
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import base64
 import gc
 import logging
@@ -41,6 +42,7 @@ from prober.lab.pki import CA, Issued
 from prober.lab.runner import LabLoop, TcpService
 from prober.lab.webserver import PlainHttpServer, TlsHttpServer
 from prober.layers import dns as dns_layer
+from prober.layers import tls as tls_layer
 from prober.layers.dns import MAX_ADDRESSES_DIALLED, MAX_AUTHORITATIVE
 from prober.layers.http import BODY_CAP, MAX_REDIRECTS
 from prober.model import Endpoint, HttpContract, Report, ResolverSpec, TlsContract
@@ -423,6 +425,8 @@ def _http_case(mode: str, *, status: int | None, errors: tuple[str, ...] = (), o
             if errors:
                 assert any(e in (health.error or "") for e in errors), health.error
             assert health.body_bytes <= BODY_CAP + 16 * 1024  # the cap, plus at most one read past it
+            if server.get("huge_body_bytes"):  # read to the cap through the small TLS read buffer
+                assert health.body_bytes >= BODY_CAP > tls_layer.READ_BUFFER
             assert _target(report).handshake
         return kit.endpoint(web.port), check
     return build
@@ -610,6 +614,11 @@ def kit(tmp_path_factory: pytest.TempPathFactory):
     yield kit
     kit.stop()
     quiet.undo()
+
+
+def test_tls_connections_get_the_small_read_buffer() -> None:
+    """asyncio's 256 KiB per TLS connection is cut to READ_BUFFER for the whole process."""
+    assert asyncio.sslproto.SSLProtocol.max_size == tls_layer.READ_BUFFER == 32 * 1024
 
 
 @pytest.mark.parametrize("name", CASES)
