@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import BLACKBOX, NGINX, missing_binaries  # noqa: E402
+from common import BLACKBOX, KNOTD, NGINX, missing_binaries  # noqa: E402
 
 
 def _need(*binaries: str) -> None:
@@ -54,6 +54,16 @@ def test_fleet_smoke_measures_both_sides(tmp_path: Path) -> None:
     for label in ("prober --help", "prober check (1 endpoint, 3 resolvers)"):
         assert results["cli"][label]["median_ms"] > 0
     assert "| CPU per probe |" in run.stdout
+
+
+@pytest.mark.timeout(120)
+def test_perprobe_smoke_probes_the_fleet_healthy() -> None:
+    _need(NGINX, KNOTD)
+    run = _run(["bench/perprobe.py", "--n", "10", "--rounds", "1"], timeout=100)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rounds = [line for line in run.stdout.splitlines() if line.startswith("round ")]
+    assert len(rounds) == 2 and all(line.endswith(", 0 not ok") for line in rounds), run.stdout
+    assert "in the cyclic GC" in rounds[1] and "median" in run.stdout
 
 
 @pytest.mark.timeout(120)
