@@ -411,13 +411,14 @@ def test_settled_heap_freezes_start_up_and_collects_less_often() -> None:
     before = gc.get_threshold()
     try:
         frozen = settle_heap()
-        assert frozen == gc.get_freeze_count() > 10_000  # at least the imported modules' objects
+        assert frozen > 10_000  # at least the imported modules' objects
+        # (the count only shrinks afterwards: refcounting still frees a frozen object nobody holds)
         assert gc.get_threshold() == GC_THRESHOLDS
         cycle: list[object] = []
         cycle.append(cycle)  # cyclic garbage made after the freeze is still found and freed
         del cycle
         assert gc.collect() >= 1
-        assert gc.get_freeze_count() == frozen
+        assert 10_000 < gc.get_freeze_count() <= frozen  # a collection leaves the frozen objects alone
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
