@@ -194,3 +194,14 @@ def test_starts_are_batched_on_ticks_and_still_spread() -> None:
     assert occupied > 0.95 * 60 / TICK_SECONDS  # nearly every tick of the minute has starts
     assert max(ticks.count(t) for t in set(ticks[:50])) < 40  # and none takes a large share
     assert on_tick(12.3456, 0) == 12.3456
+
+
+def test_auto_workers_follow_the_cpu_limit(tmp_path: Path) -> None:
+    from prober.service.app import usable_cpus
+    affinity = len(os.sched_getaffinity(0))
+    limit = tmp_path / "cpu.max"
+    for text, expected in (("max 100000", affinity), ("150000 100000", min(affinity, 2)),
+                           ("50000 100000", 1), ("garbage", affinity)):
+        limit.write_text(text + "\n")
+        assert usable_cpus(str(limit)) == expected, text
+    assert usable_cpus(str(tmp_path / "absent")) == affinity

@@ -98,12 +98,25 @@ MAX_WORKERS = 256
 
 
 def parse_workers(text: str) -> int:
-    """--workers: a count, or 'auto' for the CPUs this process may run on."""
+    """--workers: a count, or 'auto' for the CPUs this process may use."""
     if text == "auto":
-        return max(1, len(os.sched_getaffinity(0)))
+        return usable_cpus()
     if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
         raise ValueError(f"--workers {text!r}: expected a number from 1 to {MAX_WORKERS}, or auto")
     return int(text)
+
+
+def usable_cpus(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The CPUs this process may run on, capped by its cgroup's CPU quota (a container's CPU limit)."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        with open(cpu_max) as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))  # a 1.5-CPU limit still gets 2
+    except (OSError, ValueError):
+        pass  # no cgroup v2 CPU controller here: the affinity mask is the answer
+    return max(1, cpus)
 
 
 def parse_drop(names: list[str]) -> frozenset[str]:
