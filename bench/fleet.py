@@ -172,9 +172,23 @@ def scrape_cost(fleet: Fleet, serve, seconds: float, gets: int = 3) -> dict:
         zip_ms.append(1000 * (time.process_time() - z))
     out = {"wall_s": statistics.median(walls), "cpu_s": statistics.median(cpus), "bytes": statistics.median(sizes),
            "gzip_bytes": statistics.median(zipped), "gzip6_ms": statistics.median(zip_ms),
-           "lines": body.count(b"\n"), "samples": sum(1 for line in body.splitlines() if not line.startswith(b"#"))}
+           "lines": body.count(b"\n"), "samples": sum(1 for line in body.splitlines() if not line.startswith(b"#")),
+           "per_family": family_sizes(body)}
     if seconds and os.access(PROMETHEUS, os.X_OK):
         out["prometheus"] = prometheus_scrape(fleet, serve, seconds)
+    return out
+
+
+def family_sizes(body: bytes) -> dict[str, list[int]]:
+    """family -> [samples, bytes] in one exposition (the cardinality budget of docs/metrics.md)."""
+    out: dict[str, list[int]] = {}
+    for line in body.splitlines():
+        if line.startswith(b"#"):
+            continue
+        metric = line.split(b"{", 1)[0].split(b" ", 1)[0].decode()
+        row = out.setdefault(metric, [0, 0])
+        row[0] += 1
+        row[1] += len(line) + 1
     return out
 
 

@@ -205,3 +205,12 @@ def test_auto_workers_follow_the_cpu_limit(tmp_path: Path) -> None:
         limit.write_text(text + "\n")
         assert usable_cpus(str(limit)) == expected, text
     assert usable_cpus(str(tmp_path / "absent")) == affinity
+
+
+def test_optional_families_are_documented_and_no_alert_reads_them() -> None:
+    from prober.service.metrics import OPTIONAL_FAMILIES
+    budget = (REPO / "docs" / "metrics.md").read_text().split("## Cardinality budget", 1)[1].split("\n## ", 1)[0]
+    optional = {m for line in budget.splitlines() if line.endswith("| yes |") for m in re.findall(r"`(prober_\w+)`", line)}
+    assert optional == set(OPTIONAL_FAMILIES)
+    alerts = (REPO / "helm" / "prober" / "files" / "alerts.yaml").read_text()
+    assert [f for f in OPTIONAL_FAMILIES if f in alerts] == []
