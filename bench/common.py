@@ -344,9 +344,13 @@ zone:
 
 
 def _answers(host: str, port: int, qname: str) -> bool:
+    import dns.exception
     import dns.message
     import dns.query
-    return bool(dns.query.udp(dns.message.make_query(qname, "A"), host, port=port, timeout=1).answer)
+    try:
+        return bool(dns.query.udp(dns.message.make_query(qname, "A"), host, port=port, timeout=1).answer)
+    except dns.exception.Timeout:  # knotd still loading the zone (slowly, on a busy machine): ask again
+        return False
 
 
 def _connects(host: str, port: int) -> bool:

@@ -22,6 +22,7 @@ from typing import TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from ..model import EXIT_CODES, EXPIRY_TIERS, LAYERS, Report
 
@@ -115,7 +116,22 @@ class _Rows(Collector):
                 yield family
 
     def render(self) -> tuple[bytes, ...]:
-        """Sample lines per family, rendered by prometheus_client (escaping, float format, label order)."""
+        """Sample lines per family, byte for byte as prometheus_client's text format writes them
+        (labels sorted by name, label values escaped, Go float format), without building its
+        Metric and Sample objects: this runs once per probe."""
+        out: list[bytes] = []
+        for name in ENDPOINT_FAMILIES:
+            rows = self.by_family.get(name)
+            if not rows:
+                out.append(b"")
+                continue
+            out.append("".join(
+                f"{name}{{{','.join(f'{k}={chr(34)}{_escape(v)}{chr(34)}' for k, v in sorted(labels))}}} "
+                f"{floatToGoString(value)}\n" for labels, value in rows.items()).encode())
+        return tuple(out)
+
+    def render_by_client(self) -> tuple[bytes, ...]:
+        """The same lines through prometheus_client's generate_latest (what render must equal)."""
         lines: list[list[str]] = [[] for _ in ENDPOINT_FAMILIES]
         current: list[str] = lines[0]
         for line in generate_latest(self).decode().splitlines(keepends=True):
@@ -126,8 +142,17 @@ class _Rows(Collector):
         return tuple("".join(family).encode() for family in lines)
 
 
+def _escape(value: str) -> str:
+    """A label value as the text format escapes it: backslash, newline and double quote."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
 def build_snapshot(report: Report, location: str | None = None, drop: frozenset[str] = frozenset()) -> Snapshot:
     """Turn a report into the samples of every endpoint family (docs/metrics.md), less the `drop`ped ones."""
+    return Snapshot(report, snapshot_rows(report, location, drop).render())
+
+
+def snapshot_rows(report: Report, location: str | None = None, drop: frozenset[str] = frozenset()) -> _Rows:
     base = {"hostname": report.hostname}
     if location:
         base["location"] = location
@@ -135,7 +160,7 @@ def build_snapshot(report: Report, location: str | None = None, drop: frozenset[
     _probe_rows(rows, report)
     _dns_rows(rows, report)
     _tls_rows(rows, report)
-    return Snapshot(report, rows.render())
+    return rows
 
 
 def _probe_rows(rows: _Rows, r: Report) -> None:

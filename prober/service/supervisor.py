@@ -65,6 +65,23 @@ class _Worker:
         return self.proc is not None and self.proc.poll() is None and self.link is not None
 
 
+class SupervisorMetrics:
+    """The supervisor's own series: the reload gauges and one up and restart count per worker."""
+
+    def __init__(self, registry: CollectorRegistry, location: str | None, count: int) -> None:
+        loc = (location,) if location else ()
+        names = ("location",) if location else ()
+        self.reload_ok, self.reload_time = reload_gauges(registry, location)
+        workers = Gauge("prober_workers", "Worker processes this prober runs (--workers).", names, registry=registry)
+        (workers.labels(*loc) if loc else workers).set(count)
+        up = Gauge("prober_worker_up", "1 while the worker process runs with the config in force.",
+                   (*names, "worker"), registry=registry)
+        restarts = Counter("prober_worker_restarts", "Worker processes started again after they exited.",
+                           (*names, "worker"), registry=registry)
+        self.up = [up.labels(*loc, str(i)) for i in range(count)]
+        self.restarts = [restarts.labels(*loc, str(i)) for i in range(count)]
+
+
 class Supervisor:
     """The ServiceApi of the HTTP server, over N worker processes."""
 
@@ -82,18 +99,8 @@ class Supervisor:
         self.ready = False
         disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=False)
-        loc = (options.location,) if options.location else ()
-        names = ("location",) if options.location else ()
-        self.reload_ok, self.reload_time = reload_gauges(self.registry, options.location)
-        workers = Gauge("prober_workers", "Worker processes this prober runs (--workers).", names,
-                        registry=self.registry)
-        (workers.labels(*loc) if loc else workers).set(self._count)
-        up = Gauge("prober_worker_up", "1 while the worker process runs with the config in force.",
-                   (*names, "worker"), registry=self.registry)
-        restarts = Counter("prober_worker_restarts", "Worker processes started again after they exited.",
-                           (*names, "worker"), registry=self.registry)
-        self._up = [up.labels(*loc, str(w.index)) for w in self._workers]
-        self._restarts = [restarts.labels(*loc, str(w.index)) for w in self._workers]
+        own = SupervisorMetrics(self.registry, options.location, self._count)
+        self.reload_ok, self.reload_time, self._up, self._restarts = own.reload_ok, own.reload_time, own.up, own.restarts
 
     # ------------------------------------------------------------ config
     def _read(self) -> dict[str, Endpoint]:
