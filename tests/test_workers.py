@@ -214,3 +214,33 @@ def test_optional_families_are_documented_and_no_alert_reads_them() -> None:
     assert optional == set(OPTIONAL_FAMILIES)
     alerts = (REPO / "helm" / "prober" / "files" / "alerts.yaml").read_text()
     assert [f for f in OPTIONAL_FAMILIES if f in alerts] == []
+
+
+class _Big:
+    """A service whose /metrics is large: the HTTP layer's gzip is what is under test here."""
+    ready = True
+    body = b"".join(b'prober_probe_success{hostname="h%d.example.test"} 1.0\n' % i for i in range(5000))
+
+    def metrics(self) -> bytes:
+        return self.body
+
+
+def test_a_large_metrics_body_is_gzipped_for_a_client_that_asks() -> None:
+    import gzip
+    import http.client
+    from prober.service.web import WebServer
+    web = WebServer("127.0.0.1", 0, _Big())  # type: ignore[arg-type]
+    web.start()
+    try:
+        for accept, encoded in (("gzip, deflate", True), (None, False)):
+            conn = http.client.HTTPConnection("127.0.0.1", web.server_address[1], timeout=10)
+            conn.request("GET", "/metrics", headers={"Accept-Encoding": accept} if accept else {})
+            reply = conn.getresponse()
+            raw = reply.read()
+            conn.close()
+            assert reply.status == 200
+            assert (reply.getheader("Content-Encoding") == "gzip") is encoded
+            assert (gzip.decompress(raw) if encoded else raw) == _Big.body
+            assert not encoded or len(raw) < len(_Big.body) / 5
+    finally:
+        web.stop()
