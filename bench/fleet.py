@@ -111,7 +111,7 @@ def side_by_side(fleet: Fleet, n: int, interval: float, reps: int, warm: float, 
 
 # --------------------------------------------------------------------------- 2. scale
 def scale(fleet: Fleet, n: int, interval: float, duration: float, warm: float = 0.0, workers: int = 1,
-          coverage: str = "resolvers", scrape: float | None = None) -> dict:
+          coverage: str = "resolvers", scrape: float | None = None, profile_seconds: float = 0.0) -> dict:
     """n endpoints at `interval`; measured for `duration` after `warm` seconds past /-/ready.
 
     The first interval after start-up is the cold one: every name's first probe makes the
@@ -149,9 +149,17 @@ def scale(fleet: Fleet, n: int, interval: float, duration: float, warm: float = 
                "rss_kb_per_endpoint": peak * 1024 / n, "load": os.getloadavg()[0]}
         if scrape is not None:
             out["scrape"] = scrape_cost(fleet, serve, scrape)
+        if profile_seconds:  # after the window: py-spy takes some CPU of its own
+            target = pid if workers == 1 else next(p for p in _children(pid))
+            out["profile"] = record_profile(target, profile_seconds, ROOT / "bench" / "profiles",
+                                            f"scale-{n}-workers-{workers}")
         return out
     finally:
         serve.proc.stop()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 PROMETHEUS = "/usr/bin/prometheus"
@@ -285,24 +293,34 @@ def cli(fleet: Fleet, runs: int, warmup: int = 2) -> dict:
 
 
 # --------------------------------------------------------------------------- 4. profile
-def profile(fleet: Fleet, n: int, interval: float, seconds: float, out: Path, coverage: str) -> dict:
-    pyspy = shutil.which("py-spy")
-    if not pyspy:
+def profile(fleet: Fleet, n: int, interval: float, seconds: float, out: Path, coverage: str,
+            name: str = "serve") -> dict:
+    if not shutil.which("py-spy"):
         return {"skipped": "py-spy not installed (pip install py-spy)"}
     config = write_probes(fleet.workdir / f"profile-{n}.yaml", fleet, n, interval, min(5.0, interval),
                           coverage=coverage)
     serve = start_serve(config, fleet.workdir, PROBER_CPU)
-    out.mkdir(parents=True, exist_ok=True)
     try:
         time.sleep(interval + 2)  # past every name's first probe: the steady state, verdict cache warm
-        for fmt, path in (("speedscope", out / "serve.speedscope.json"), ("flamegraph", out / "serve.svg")):
-            subprocess.run([pyspy, "record", "--nonblocking", "--pid", str(serve.proc.pid), "--duration",
-                            str(int(seconds)), "--rate", "200", "--format", fmt, "--output", str(path)],
-                           capture_output=True, timeout=seconds + 60, check=True)
+        return record_profile(serve.proc.pid, seconds, out, name)
     finally:
         serve.proc.stop()
-    return {"top_self": top_frames(out / "serve.speedscope.json", inclusive=False),
-            "top_inclusive": top_frames(out / "serve.speedscope.json", inclusive=True)}
+
+
+def record_profile(pid: int, seconds: float, out: Path, name: str) -> dict:
+    """py-spy (on the fleet's CPU) on a running process: a speedscope file, a flame graph and the top frames."""
+    pyspy = shutil.which("py-spy")
+    if not pyspy:
+        return {"skipped": "py-spy not installed (pip install py-spy)"}
+    out.mkdir(parents=True, exist_ok=True)
+    pin = ["taskset", "-c", FLEET_CPU] if FLEET_CPU and shutil.which("taskset") else []
+    for fmt, path in (("speedscope", out / f"{name}.speedscope.json"), ("flamegraph", out / f"{name}.svg")):
+        subprocess.run([*pin, pyspy, "record", "--nonblocking", "--pid", str(pid), "--duration",
+                        str(int(seconds)), "--rate", "200", "--format", fmt, "--output", str(path)],
+                       capture_output=True, timeout=seconds + 60, check=True)
+    return {"top_self": top_frames(out / f"{name}.speedscope.json", inclusive=False),
+            "top_inclusive": top_frames(out / f"{name}.speedscope.json", inclusive=True, k=40),
+            "files": [f"{name}.speedscope.json", f"{name}.svg"]}
 
 
 def top_frames(path: Path, inclusive: bool, k: int = 15) -> list[tuple[str, float]]:
@@ -391,10 +409,13 @@ def markdown(results: dict) -> str:
     for label, c in results.get("cli", {}).items():
         if isinstance(c, dict):
             lines.append(f"- CLI {label}: median {c['median_ms']:.0f} ms (min {c['min_ms']:.0f}, {c['runs']} runs)")
-    prof = results.get("profile", {})
-    for kind in ("top_self", "top_inclusive"):
-        if kind in prof:
-            lines += ["", f"Profile {kind}:"] + [f"- {pct}% {frame}" for frame, pct in prof[kind]]
+    profiles = [("side by side", results.get("profile", {}))]
+    profiles += [(f"scale {s['n']} on {s['workers']} worker(s)", s["profile"]) for s in results.get("scale", [])
+                 if s.get("profile")]
+    for what, prof in profiles:
+        for kind in ("top_self", "top_inclusive"):
+            if kind in prof:
+                lines += ["", f"Profile ({what}) {kind}:"] + [f"- {pct}% {frame}" for frame, pct in prof[kind]]
     return "\n".join(lines)
 
 
@@ -422,7 +443,9 @@ def main() -> int:
     p.add_argument("--scale-warm", type=float, default=65.0,
                    help="seconds after /-/ready before a scale window opens (65: past the cold first interval)")
     p.add_argument("--cli-runs", type=int, default=10)
-    p.add_argument("--profile-seconds", type=float, default=30.0)
+    p.add_argument("--profile-seconds", type=float, default=30.0,
+                   help="py-spy seconds of the side-by-side load, and of each scale run of 10,000 or more")
+    p.add_argument("--profile-name", default="serve", help="file name of the side-by-side profile in bench/profiles")
     p.add_argument("--only", default="sbs,scale,cli,profile", help="phases to run, comma-separated")
     p.add_argument("--dns", choices=("knot", "lab"), default="knot",
                    help="the fleet DNS: knotd (default) or the lab's DnsServer in its own process")
@@ -455,10 +478,11 @@ def main() -> int:
                     f"(load {os.getloadavg()[0]:.2f})")
                 results.setdefault("scale", []).append(
                     scale(fleet, n, 5.0 if args.smoke else 60.0, args.scale_duration, args.scale_warm, workers,
-                          args.coverage, scrape=args.scrape if n >= 10_000 else (0.0 if args.smoke else None)))
+                          args.coverage, scrape=args.scrape if n >= 10_000 else (0.0 if args.smoke else None),
+                          profile_seconds=args.profile_seconds if n >= 10_000 and "profile" in phases else 0.0))
             if "profile" in phases:
                 results["profile"] = profile(fleet, args.n, args.interval, args.profile_seconds,
-                                             ROOT / "bench" / "profiles", args.coverage)
+                                             ROOT / "bench" / "profiles", args.coverage, args.profile_name)
     except BenchError as err:
         print(f"bench: {err}", file=sys.stderr)
         return 2

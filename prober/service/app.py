@@ -90,8 +90,9 @@ class Options:
         if location is not None and (not location.strip() or len(location) > MAX_LOCATION
                                      or not location.isprintable()):
             raise ValueError(f"--location: must be 1 to {MAX_LOCATION} printable characters")
-        return cls(args.config, host, port, shard, location, args.concurrency, parse_workers(args.workers),
-                   parse_drop(args.drop_family or []))
+        # Callers other than the CLI (`prober demo`) may leave the newer flags out.
+        return cls(args.config, host, port, shard, location, args.concurrency,
+                   parse_workers(getattr(args, "workers", "1")), parse_drop(getattr(args, "drop_family", None) or []))
 
 
 MAX_WORKERS = 256
