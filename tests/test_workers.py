@@ -144,6 +144,10 @@ def test_a_reload_reaches_every_worker_at_once(lab: Lab, tmp_path: Path) -> None
         s = service.metrics()
         assert pick(s, "prober_config_last_reload_successful") == [0]
         until(lambda: hostnames(service.metrics()) == set(shared + only_a), 10, "the last good config probed")
+        lab.config(config, shared + only_b)
+        service.signal(signal.SIGHUP)  # to the supervisor only; it reloads every worker
+        until(lambda: hostnames(service.metrics()) == set(shared + only_b), 15, "the SIGHUP config probed")
+        assert pick(service.metrics(), "prober_worker_restarts_total") == [0, 0]
     finally:
         stop.set()
         assert service.stop() == 0

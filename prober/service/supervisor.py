@@ -185,7 +185,11 @@ class Supervisor:
         # The same interpreter and command line as this process: the same flags, the same entry point.
         argv = [sys.executable, *sys.orig_argv[1:]]
         try:
-            w.proc = subprocess.Popen(argv, env=env, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+            # Its own session: a terminal's SIGINT or SIGHUP, or a signal to this process group, reaches
+            # the supervisor only, which stops or reloads the workers itself (a worker still importing
+            # would die of a SIGHUP).  systemd's control-group kill still reaches every worker.
+            w.proc = subprocess.Popen(argv, env=env, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
         finally:
             theirs.close()
         w.link = Client(Connection(mine.detach()), f"worker {w.index}")
