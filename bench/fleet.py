@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from blackbox import drive, probes_for, start_blackbox  # noqa: E402
-from common import (ROOT, BenchError, Fleet, Proc, cpu_seconds, dns_servers, free_port, http_get,  # noqa: E402
+from common import (ROOT, BenchError, Fleet, Proc, _descendants, cpu_seconds, dns_servers, free_port, http_get,  # noqa: E402
                     lag_over_1s, lag_quantile, machine, self_metrics, start_serve, status_kb, tree_kb, wait_for,
                     write_probes)
 
@@ -159,7 +159,12 @@ def scale(fleet: Fleet, n: int, interval: float, duration: float, warm: float = 
 
 
 def _children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    """Direct children of pid, whichever of its threads started them."""
+    return [p for p in _descendants(pid) if p != pid and _ppid(p) == pid]
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 PROMETHEUS = "/usr/bin/prometheus"
