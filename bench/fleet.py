@@ -449,9 +449,11 @@ def main() -> int:
                    help="seconds after /-/ready before a scale window opens (65: past the cold first interval)")
     p.add_argument("--cli-runs", type=int, default=10)
     p.add_argument("--profile-seconds", type=float, default=30.0,
-                   help="py-spy seconds of the side-by-side load, and of each scale run of 10,000 or more")
+                   help="py-spy seconds of each profile")
     p.add_argument("--profile-name", default="serve", help="file name of the side-by-side profile in bench/profiles")
-    p.add_argument("--only", default="sbs,scale,cli,profile", help="phases to run, comma-separated")
+    p.add_argument("--only", default="sbs,scale,cli,profile",
+                   help="phases to run, comma-separated: sbs, scale, cli, profile (of the side-by-side load), "
+                        "scale-profile (of each scale run of 10,000 or more, after its window)")
     p.add_argument("--dns", choices=("knot", "lab"), default="knot",
                    help="the fleet DNS: knotd (default) or the lab's DnsServer in its own process")
     p.add_argument("--smoke", action="store_true", help="tiny and fast: proves the harness works, measures nothing")
@@ -484,7 +486,7 @@ def main() -> int:
                 results.setdefault("scale", []).append(
                     scale(fleet, n, 5.0 if args.smoke else 60.0, args.scale_duration, args.scale_warm, workers,
                           args.coverage, scrape=args.scrape if n >= 10_000 else (0.0 if args.smoke else None),
-                          profile_seconds=args.profile_seconds if n >= 10_000 and "profile" in phases else 0.0))
+                          profile_seconds=args.profile_seconds if n >= 10_000 and "scale-profile" in phases else 0.0))
             if "profile" in phases:
                 results["profile"] = profile(fleet, args.n, args.interval, args.profile_seconds,
                                              ROOT / "bench" / "profiles", args.coverage, args.profile_name)

@@ -112,7 +112,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.0,
                         help="start probes at this many per second, as the service does (default: all at once)")
     parser.add_argument("--tick", type=float, default=0.0, metavar="MS",
-                        help="with --rate: start the probes of each MS milliseconds together (the service: 50)")
+                        help="with --rate: start the probes of each MS milliseconds together (the service: 100)")
     parser.add_argument("--coverage", choices=("resolvers", "authoritative"), default="resolvers",
                         help="the DNS servers each probe asks (bench/common.py dns_servers)")
     parser.add_argument("--gc", choices=("service", "default"), default="service",
