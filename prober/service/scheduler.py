@@ -4,7 +4,7 @@ Starts are spread over the interval: each endpoint's phase is a stable hash of
 its hostname plus a little per-process jitter, anchored on the unix epoch, so
 10,000 endpoints do not fire in the same second, a restart keeps each phase,
 and replicas in different locations do not hit an endpoint at the same instant.
-Phases are rounded down to a short tick (TICK_SECONDS): the endpoints of one
+Phases are rounded down to a 100 ms tick (TICK_SECONDS): the endpoints of one
 tick share one planned time, so the loop wakes once per tick and starts them
 together instead of waking from idle for every single start.
 
