@@ -124,6 +124,7 @@ class DriveResult:
     succeeded: int = 0
     completed_in_window: int = 0
     per_endpoint: int = 1  # /probe requests per endpoint-probe
+    abandoned: int = 0  # requests cancelled at the end of the drive
 
     @property
     def endpoint_probes_in_window(self) -> float:
@@ -167,5 +168,9 @@ async def drive(url: str, fleet: Fleet, n: int, rate: float, duration: float, wi
             module, probe_target = probes((k // per) % n)[k % per]
             tasks.append(asyncio.ensure_future(one(module, probe_target)))
             result.sent += 1
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout + 5)
+        _, late = await asyncio.wait(tasks, timeout=timeout + 5)
+        for task in late:  # still queued or unanswered: bounded, and counted as not completed
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        result.abandoned = len(late)
     return result
