@@ -53,6 +53,38 @@ def _add_serve(sub) -> None:
     p.add_argument("--location", metavar="NAME", help="add location=NAME to every series")
     p.add_argument("--concurrency", type=int, default=256, metavar="N", help="probes in flight at once (256)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--discover", metavar="PATH", help="also probe the hostnames of the Kubernetes manifests at "
+                                                      "PATH (file or directory), re-read on every reload; "
+                                                      "the config's own keys win (docs/discover.md)")
+
+
+_DISCOVER_EPILOG = """examples:
+  kubectl get ingress,gateway,httproute,grpcroute,tlsroute,svc,certificate -A -o yaml | prober discover - > probes.yaml
+  prober discover manifests/ --class-visibility nginx-internal=private
+  kubectl get ingress -A -o json | prober discover - --coverage probes.yaml --json
+
+exit codes: 0 endpoints printed (or coverage complete), 1 nothing found (or coverage incomplete),
+3 bad usage or malformed input."""
+
+
+def _add_discover(sub) -> None:
+    p = sub.add_parser("discover", help="write endpoint contracts from Kubernetes objects; --coverage finds "
+                                        "unmonitored hostnames",
+                       description="Read Kubernetes objects (Ingress; Gateway API Gateway, HTTPRoute, GRPCRoute,\n"
+                                   "TLSRoute; LoadBalancer Services with an ExternalDNS hostname; cert-manager\n"
+                                   "Certificates) as YAML or JSON and print a probes.yaml with one endpoint per\n"
+                                   "hostname.  Keys are set only where the objects say so (docs/discover.md).",
+                       epilog=_DISCOVER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sources", nargs="*", metavar="PATH|-",
+                   help="manifest files or directories (*.yaml, *.yml, *.json, recursive); '-' reads stdin "
+                        "(the default)")
+    p.add_argument("--owner-label", default="team", metavar="KEY",
+                   help="the label (or annotation) that names the owning team (default: team)")
+    p.add_argument("--class-visibility", action="append", metavar="CLASS=public|private",
+                   help="the visibility of an ingress or gateway class (repeatable)")
+    p.add_argument("--coverage", metavar="PROBES_YAML",
+                   help="compare with this contract file: unmonitored, stale, mismatches, wildcards")
+    p.add_argument("--json", action="store_true", help="with --coverage: the report as JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_check(sub)
     _add_serve(sub)
+    _add_discover(sub)
     v = sub.add_parser("validate", help="check a probes.yaml; print each problem, or nothing")
     v.add_argument("config")
     d = sub.add_parser("demo", help="start a self-contained lab on loopback and serve it (no root, no internet)")
@@ -92,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from .service.app import serve_main
             return serve_main(args)
+        if args.command == "discover":
+            from .discover import discover_main
+            return discover_main(args)
         if args.command == "demo":
             from .lab.demo import demo_main
             return demo_main(args)

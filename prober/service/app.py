@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics, genera
 
 from ..config import ConfigError, load_config
 from ..engine import probe
+from ..model import Config
 from ..shard import in_shard, parse_shard
 from .metrics import SelfMetrics, Snapshot, SnapshotStore, endpoint_exposition
 from .scheduler import OUTER_GUARD, Change, ProbeScheduler
@@ -71,6 +72,7 @@ class Options:
     shard: tuple[int, int] | None
     location: str | None
     concurrency: int
+    discover: str | None = None  # Kubernetes manifests merged under the config on every load
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -83,7 +85,7 @@ class Options:
         if location is not None and (not location.strip() or len(location) > MAX_LOCATION
                                      or not location.isprintable()):
             raise ValueError(f"--location: must be 1 to {MAX_LOCATION} printable characters")
-        return cls(args.config, host, port, shard, location, args.concurrency)
+        return cls(args.config, host, port, shard, location, args.concurrency, getattr(args, "discover", None))
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -123,7 +125,7 @@ class Service:
         async with self._reload_lock:
             path = self._options.config
             try:
-                config = await asyncio.to_thread(load_config, path)
+                config = await asyncio.to_thread(self._read_config)
             except ConfigError as err:
                 return self._failed(reason, _summary(err.problems), initial)
             except Exception as err:  # a bad file must never take the running service down
@@ -138,6 +140,15 @@ class Service:
             if not endpoints:
                 log.warning("no endpoint of %s is in this shard: nothing will be probed", path)
             return True, message
+
+    def _read_config(self) -> Config:
+        if self._options.discover is None:
+            return load_config(self._options.config)
+        from ..discover import ManifestError, merged_config
+        try:
+            return merged_config(self._options.config, self._options.discover)
+        except ManifestError as err:
+            raise ConfigError([f"--discover {err}"]) from None
 
     def _failed(self, reason: str, message: str, initial: bool) -> tuple[bool, str]:
         self._metrics.reload_ok.set(0)
