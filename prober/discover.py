@@ -55,7 +55,7 @@ class K8sObject:
         return f"{self.kind}/{self.namespace}/{self.name}"
 
     def meta(self, key: str) -> dict:
-        return _mapping((self.body.get("metadata") or {}).get(key), f"metadata.{key}", self)
+        return _mapping((self.body.get("metadata") or {}).get(key), f"metadata.{key}")
 
     def annotation(self, key: str) -> str | None:
         value = self.meta("annotations").get(key)
@@ -65,17 +65,17 @@ class K8sObject:
         return text.strip() or None
 
     def spec(self) -> dict:
-        return _mapping(self.body.get("spec"), "spec", self)
+        return _mapping(self.body.get("spec"), "spec")
 
     def status(self) -> dict:
-        return _mapping(self.body.get("status"), "status", self)
+        return _mapping(self.body.get("status"), "status")
 
 
 class _Bad(Exception):
     """A field of a known kind has the wrong shape (becomes a ManifestError naming the object)."""
 
 
-def _mapping(value: Any, what: str, obj: K8sObject | None = None) -> dict:
+def _mapping(value: Any, what: str) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -441,7 +441,7 @@ def _ingress(obj: K8sObject, discovery: Discovery, options: Options) -> None:
     if cls:
         facts["ingress_controller"] = cls
         facts["tls_termination"] = known[0] if known else cls
-    for key, source in rules.CERTIFICATE_ANNOTATIONS:
+    for key, source in rules.INGRESS_CERTIFICATE_ANNOTATIONS:
         if obj.annotation(key):
             facts["certificate_source"] = source
     tls_hosts: set[str | None] = set()
@@ -474,7 +474,7 @@ def _service(obj: K8sObject, discovery: Discovery, options: Options) -> bool:
                                                  else None)
     if visibility:
         facts["visibility"] = visibility
-    for key, source in rules.CERTIFICATE_ANNOTATIONS:
+    for key, source in rules.SERVICE_CERTIFICATE_ANNOTATIONS:
         if obj.annotation(key):
             facts["certificate_source"] = source
             facts["tls_termination"] = rules.NLB_TLS_TERMINATION
@@ -773,7 +773,8 @@ def coverage_text(report: dict[str, list[dict[str, Any]]]) -> str:
                      f"cluster {_show_json(item['cluster'])} ({', '.join(item['sources'])})")
     for item in report["wildcards"]:
         lines.append(f"WILDCARD    {item['hostname']}  served by {', '.join(item['sources'])}; not probed as such")
-    counts = ", ".join(f"{len(report[k])} {k}" for k in ("unmonitored", "stale", "mismatches", "wildcards"))
+    counts = ", ".join(f"{len(report[k])} {k}" for k in ("unmonitored", "stale", "mismatches"))
+    counts += f", {_count(len(report['wildcards']), 'wildcard')}"
     verdict = "complete" if complete(report) else "incomplete"
     return "\n".join(lines + [f"coverage {verdict}: {counts}"])
 

@@ -43,10 +43,12 @@ VISIBILITY_ANNOTATIONS: tuple[tuple[str, dict[str, str]], ...] = (
 #    Application Gateway from Key Vault.
 #  - cert-manager.io/issuer, cert-manager.io/cluster-issuer: cert-manager ingress-shim and
 #    gateway-shim (Ingress: the hosts of spec.tls; Gateway: HTTPS listeners in Terminate mode).
-CERTIFICATE_ANNOTATIONS: tuple[tuple[str, str], ...] = (
+INGRESS_CERTIFICATE_ANNOTATIONS: tuple[tuple[str, str], ...] = (
     ("alb.ingress.kubernetes.io/certificate-arn", "acm"),
-    ("service.beta.kubernetes.io/aws-load-balancer-ssl-cert", "acm"),
     ("appgw.ingress.kubernetes.io/appgw-ssl-certificate", "key-vault"),
+)
+SERVICE_CERTIFICATE_ANNOTATIONS: tuple[tuple[str, str], ...] = (
+    ("service.beta.kubernetes.io/aws-load-balancer-ssl-cert", "acm"),
 )
 CERT_MANAGER_ANNOTATIONS: tuple[str, ...] = ("cert-manager.io/issuer", "cert-manager.io/cluster-issuer")
 

@@ -176,10 +176,28 @@ def test_cert_manager_annotation_covers_the_tls_hosts(examples, capsys, resolv_c
 
 
 def test_external_dns_prefix_of_2026(examples, capsys, resolv_conf):
-    for name in ("external-dns/ga-prefix-service", "external-dns/ga-prefix-alb"):
-        code, out, err = discover(capsys, str(examples / name))
-        assert code == 0, err
-        assert endpoints_of(out, resolv_conf)
+    code, out, err = discover(capsys, str(examples / "external-dns/ga-prefix-service"))
+    assert code == 0, err
+    assert set(endpoints_of(out, resolv_conf)) == {"nginx.example.com"}  # the Service's new-prefix annotation
+    code, out, err = discover(capsys, str(examples / "external-dns/ga-prefix-alb"))
+    assert code == 0 and endpoints_of(out, resolv_conf)
+
+
+def test_nlb_service_terminating_tls_and_the_controller_default(examples, tmp_path, capsys, resolv_conf):
+    service = load_docs(examples / "aws-load-balancer-controller/examples/nlb_tls_termination.md.block00.yaml")[0]
+    assert main(["discover", str(examples / "aws-load-balancer-controller/examples/nlb_tls_termination.md.block00.yaml")]) == 1
+    capsys.readouterr()  # no hostname annotation: not an endpoint
+    service["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/hostname"] = "myapp.example.com,api.example.com"
+    default = copy.deepcopy(service)
+    default["metadata"]["name"] = "defaulted"
+    del default["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-scheme"]
+    default["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/hostname"] = "nlb.example.com"
+    _, out, _ = discover(capsys, str(write_docs(tmp_path / "svc.yaml", [service, default])))
+    found = endpoints_of(out, resolv_conf)
+    for host in ("myapp.example.com", "api.example.com"):
+        assert (found[host].visibility, found[host].certificate_source, found[host].tls_termination) == \
+            ("public", "acm", "aws-nlb")
+    assert found["nlb.example.com"].visibility == "private"  # the controller's documented default
 
 
 def test_placeholders_and_wildcards_are_reported_never_output(examples, capsys):
