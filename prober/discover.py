@@ -144,6 +144,8 @@ def _documents(text: str, source: str) -> Iterator[tuple[int, Any]]:
         try:
             yield 1, json.loads(text)
             return
+        except RecursionError:
+            raise ManifestError(f"{source}: document 1: JSON is nested too deeply") from None
         except ValueError as err:
             if source.endswith(".json"):
                 raise ManifestError(f"{source}: document 1: not valid JSON: {err}") from None
@@ -207,6 +209,8 @@ def read_inputs(paths: Iterable[str], stdin: Any = None) -> Inputs:
     for path in paths:
         if path == "-":
             stream = stdin if stdin is not None else sys.stdin
+            if stream is None:
+                raise ManifestError("<stdin>: there is no standard input; give a PATH")
             data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
             text = data if isinstance(data, str) else _decode(data, "<stdin>")
             read_text(text, "<stdin>", inputs)
@@ -292,12 +296,22 @@ class Discovery:
     skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (name, source, reason)
     notes: list[str] = field(default_factory=list)
 
-    def add_name(self, raw: Any, obj: K8sObject, facts: dict[str, Any], weak: frozenset[str] = frozenset()) -> None:
+    def normalized(self, raw: Any, obj: K8sObject, what: str) -> tuple[str, bool] | None:
+        """(name, is_wildcard), or None after reporting a name that is no DNS name as skipped."""
+        if not isinstance(raw, str):
+            raise _Bad(f"{what} must be text")
         try:
-            name, wildcard = normalize_discovered(raw)
+            return normalize_discovered(raw)
         except ValueError as err:
-            self.skipped.append((str(raw), obj.ref, str(err)))
+            self.skipped.append((raw, obj.ref, str(err)))
+            return None
+
+    def add_name(self, raw: Any, obj: K8sObject, facts: dict[str, Any], weak: frozenset[str] = frozenset(),
+                 what: str = "a hostname") -> None:
+        found = self.normalized(raw, obj, what)
+        if found is None:
             return
+        name, wildcard = found
         if wildcard:
             sources = self.wildcards.setdefault(name, [])
             if obj.ref not in sources:
@@ -487,7 +501,7 @@ def _certificate(obj: K8sObject, discovery: Discovery, options: Options) -> None
     names = _seq(obj.spec().get("dnsNames"), "spec.dnsNames")
     facts = {**_owner(obj, options), "certificate_source": "cert-manager"}
     for raw in names:
-        discovery.add_name(raw, obj, facts, weak=frozenset({"owner_team"}))
+        discovery.add_name(raw, obj, facts, weak=frozenset({"owner_team"}), what="spec.dnsNames[]")
 
 
 @dataclass
@@ -506,8 +520,9 @@ def _gateway_facts(obj: K8sObject, discovery: Discovery, options: Options) -> di
     cls = _text(obj.spec().get("gatewayClassName"), "spec.gatewayClassName")
     status_targets = []
     for entry in _seq(obj.status().get("addresses"), "status.addresses"):
-        value = _text(_mapping(entry, "status.addresses[]").get("value"), "status.addresses[].value")
-        if value:
+        entry = _mapping(entry, "status.addresses[]")
+        value = _text(entry.get("value"), "status.addresses[].value")
+        if value and entry.get("type", "IPAddress") in ("IPAddress", "Hostname"):  # not a NamedAddress
             status_targets.append(value)
     facts: dict[str, Any] = _dns_facts(obj, status_targets, discovery)
     if cls:
@@ -542,11 +557,10 @@ def _listeners(obj: K8sObject, discovery: Discovery, options: Options) -> list[_
             facts["certificate_source"] = "cert-manager"
         hostname = None
         if raw.get("hostname") is not None:
-            try:
-                hostname = normalize_discovered(raw["hostname"])[0]
-            except ValueError as err:
-                discovery.skipped.append((str(raw["hostname"]), obj.ref, str(err)))
+            found = discovery.normalized(raw["hostname"], obj, "spec.listeners[].hostname")
+            if found is None:
                 continue
+            hostname = found[0]
             discovery.add_name(raw["hostname"], obj, {**facts, **_owner(obj, options)}, weak=frozenset({"owner_team"}))
         allowed = _mapping(raw.get("allowedRoutes"), "spec.listeners[].allowedRoutes")
         namespaces = _mapping(allowed.get("namespaces"), "allowedRoutes.namespaces")
@@ -577,12 +591,11 @@ def _allows(listener: _Listener, route: K8sObject, gateway_ns: str, namespaces: 
 def _route(obj: K8sObject, gateways: dict[tuple[str, str], tuple[K8sObject, list[_Listener]]],
            namespaces: dict[str, dict], discovery: Discovery, options: Options) -> None:
     spec = obj.spec()
-    route_names = []
-    for raw in _seq(spec.get("hostnames"), "spec.hostnames"):
-        try:
-            route_names.append(normalize_discovered(raw)[0])
-        except ValueError as err:
-            discovery.skipped.append((str(raw), obj.ref, str(err)))
+    written = _seq(spec.get("hostnames"), "spec.hostnames")
+    route_names = [found[0] for found in (discovery.normalized(raw, obj, "spec.hostnames[]") for raw in written)
+                   if found is not None]
+    if written and not route_names:
+        return  # every name was a placeholder: the route does not fall back to the listener's hostname
     owner = _owner(obj, options)
     attached, served_any = False, False
     for ref in _seq(spec.get("parentRefs"), "spec.parentRefs"):
@@ -707,13 +720,17 @@ def _count(n: int, word: str) -> str:
 
 
 def _report_lines(discovery: Discovery) -> list[str]:
-    lines = [f"skipped {name!r} ({source}): {reason}" for name, source, reason in discovery.skipped]
+    lines = [f"skipped {_clip(name)!r} ({source}): {reason}" for name, source, reason in discovery.skipped]
     lines += [f"wildcard {host} ({', '.join(src)}): not probed; add a contract for a concrete name under it"
               for host, src in sorted(discovery.wildcards.items())]
     for host, key, values in discovery.conflicts():
         said = "; ".join(f"{_show(v)} from {', '.join(s)}" for v, s in values.items())
         lines.append(f"conflict {host} {key}: {said}; left out")
     return lines + discovery.notes
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _show(value: Any) -> str:
@@ -796,6 +813,24 @@ def _under(discovered: dict[str, Any], written: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+class _TextLoader(_LOADER):  # type: ignore[misc, valid-type]
+    """Reads a contract file as the config loader does: only str, int, float, bool and null are
+    values; a timestamp, a binary or a custom tag stays the text it was written as."""
+
+
+def _as_written(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_mapping(node, deep=True)
+
+
+for _tag in ("timestamp", "binary", "set", "omap", "pairs"):
+    _TextLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _as_written)
+_TextLoader.add_constructor(None, _as_written)
+
+
 def merged_config(config_path: str, discover_path: str, options: Options | None = None) -> Any:
     """The contract file with the discovered endpoints merged in; hand-written keys win.
 
@@ -804,7 +839,7 @@ def merged_config(config_path: str, discover_path: str, options: Options | None 
     load_config(config_path)  # its own problems, with its own lines, come first
     discovery = discover(read_inputs([discover_path]), options)
     with open(config_path, encoding="utf-8-sig") as handle:
-        raw = yaml.load(handle.read(), Loader=_LOADER)
+        raw = yaml.load(handle.read(), Loader=_TextLoader)
     found = {host: contract_of(facts) for host, (facts, _) in discovery.endpoints().items()}
     entries = []
     for entry in raw["endpoints"]:
@@ -838,6 +873,12 @@ def discover_main(args: argparse.Namespace) -> int:
         options = Options(args.owner_label, parse_class_visibility(args.class_visibility))
     except ValueError as err:
         _err(str(err))
+        return EXIT_UNKNOWN
+    if args.json and not args.coverage:
+        _err("--json goes with --coverage: the contracts themselves are printed as probes.yaml")
+        return EXIT_UNKNOWN
+    if not args.sources and sys.stdin is not None and sys.stdin.isatty():
+        _err("give manifest files or directories, or pipe objects in: kubectl get ... -o yaml | prober discover -")
         return EXIT_UNKNOWN
     contracts = None
     if args.coverage:

@@ -423,3 +423,22 @@ def test_discovered_output_through_parse_config_errors_never(examples, resolv_co
             except ConfigError as err:  # pragma: no cover - the assertion below reports it
                 pytest.fail(f"{name}: {err}")
     assert total > 100
+
+
+def test_hostile_input_is_one_line_and_exit_3(tmp_path, capsys):
+    laughs = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: lol}\n"
+                    + "\n".join(laughs) + "\nspec:\n  dnsNames: [*a8]\n")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    binary = tmp_path / "latin1.yaml"
+    binary.write_bytes(b"kind: Ingress\napiVersion: v1\nmetadata: {name: caf\xe9}\n")
+    for path, says in ((bomb, "document 1: Certificate/default/lol: spec.dnsNames[] must be text"),
+                       (deep, "document 1: JSON is nested too deeply"),
+                       (binary, "line 3: is not UTF-8 text")):
+        code, out, err = discover(capsys, str(path))
+        assert code == 3 and out == "" and err.count("\n") == 1 and says in err, err
+    code, _, err = discover(capsys, str(bomb), "--json")
+    assert code == 3 and "--json goes with --coverage" in err

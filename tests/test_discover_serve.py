@@ -45,6 +45,7 @@ def test_serve_merges_discovered_endpoints_on_reload(lab: Lab, tmp_path: Path) -
     try:
         service.wait_ready()
         until(lambda: hostnames(service.metrics()) == {WWW, NEW}, 10, "the discovered endpoint probed")
+        assert service.stderr.count("loaded ") == 1 and "2 endpoints" in service.stderr
         www, new = info(service, WWW), info(service, NEW)
         assert (www["owner_team"], www["visibility"]) == ("web", "private")  # hand-written key wins
         assert (new["owner_team"], new["visibility"], new["tls_termination"]) == ("shop-team", "private", "aws-alb")
@@ -55,7 +56,7 @@ def test_serve_merges_discovered_endpoints_on_reload(lab: Lab, tmp_path: Path) -
             {"apiVersion": "v1", "kind": "List", "items": [ingress("api", [API], "api-team", "internal")]}))
         service.signal(signal.SIGHUP)
         until(lambda: hostnames(service.metrics()) == {WWW, RENEW, API}, 10, "SIGHUP to re-read the manifests")
-        assert info(service, WWW)["visibility"] == "public"
+        until(lambda: info(service, WWW)["visibility"] == "public", 10, "the changed contract probed")
 
         # A broken manifest fails the reload and keeps the running config
         (manifests / "broken.yaml").write_text("kind: Ingress\napiVersion: networking.k8s.io/v1\nspec: [\n")
