@@ -29,6 +29,7 @@ EXIT_OK, EXIT_INCOMPLETE, EXIT_UNKNOWN = 0, 1, 3
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 GATEWAY_GROUP = "gateway.networking.k8s.io"
+NON_KUBERNETES = "non-Kubernetes document"
 # The contract keys discovery can set, in output order.
 KEYS: tuple[str, ...] = ("visibility", "owner_team", "ingress_controller", "tls_termination", "certificate_source",
                          "dns.expect_cname", "dns.expect_addresses", "http.health_path")
@@ -102,12 +103,13 @@ def _text(value: Any, what: str) -> str | None:
 @dataclass
 class Inputs:
     objects: list[K8sObject] = field(default_factory=list)
-    ignored: Counter = field(default_factory=Counter)  # kind (or "non-Kubernetes") -> count
+    ignored: Counter = field(default_factory=Counter)  # kind (or NON_KUBERNETES) -> count
     sources: int = 0
 
     @property
     def read(self) -> int:
-        return len(self.objects) + sum(self.ignored.values())
+        """Kubernetes objects read (documents that are none are only counted as ignored)."""
+        return len(self.objects)
 
 
 def _manifest_files(path: str) -> list[str]:
@@ -183,7 +185,7 @@ def _add_document(doc: Any, where: str, inputs: Inputs) -> None:
     if doc is None:
         return
     if not _is_object(doc):
-        inputs.ignored["non-Kubernetes"] += 1
+        inputs.ignored[NON_KUBERNETES] += 1
         return
     if doc["kind"] == "List" or (isinstance(doc["kind"], str) and doc["kind"].endswith("List") and "items" in doc):
         items = doc.get("items")
@@ -295,6 +297,7 @@ class Discovery:
     wildcards: dict[str, list[str]] = field(default_factory=dict)
     skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (name, source, reason)
     notes: list[str] = field(default_factory=list)
+    certificate_wildcards: list[tuple[str, str]] = field(default_factory=list)  # (*.name, Certificate ref)
 
     def normalized(self, raw: Any, obj: K8sObject, what: str) -> tuple[str, bool] | None:
         """(name, is_wildcard), or None after reporting a name that is no DNS name as skipped."""
@@ -501,7 +504,20 @@ def _certificate(obj: K8sObject, discovery: Discovery, options: Options) -> None
     names = _seq(obj.spec().get("dnsNames"), "spec.dnsNames")
     facts = {**_owner(obj, options), "certificate_source": "cert-manager"}
     for raw in names:
-        discovery.add_name(raw, obj, facts, weak=frozenset({"owner_team"}), what="spec.dnsNames[]")
+        found = discovery.normalized(raw, obj, "spec.dnsNames[]")
+        if found is None:
+            continue
+        if found[1]:
+            discovery.certificate_wildcards.append((found[0], obj.ref))
+        discovery.add_name(found[0], obj, facts, weak=frozenset({"owner_team"}))
+
+
+def _wildcard_certificates(discovery: Discovery) -> None:
+    """A Certificate for *.example.com covers foo.example.com, whatever serves that name."""
+    for host, claims in discovery.claims.items():
+        for pattern, ref in discovery.certificate_wildcards:
+            if _cert_covers(pattern, host):
+                claims.append(Claim(ref, {"certificate_source": "cert-manager"}))
 
 
 @dataclass
@@ -658,6 +674,7 @@ def discover(inputs: Inputs, options: Options | None = None) -> Discovery:
             _route(obj, gateways, namespaces, discovery, options)
         except (_Bad, AttributeError, TypeError, ValueError) as err:
             raise _malformed(obj, err) from None
+    _wildcard_certificates(discovery)
     return discovery
 
 
@@ -708,7 +725,8 @@ def to_probes_yaml(discovery: Discovery) -> str:
 
 def _summary(discovery: Discovery) -> str:
     inputs = discovery.inputs
-    ignored = ", ".join(f"{n} {k}" for k, n in sorted(inputs.ignored.items()))
+    ignored = ", ".join(f"{n} {k}" + ("s" if n > 1 and k == NON_KUBERNETES else "")
+                        for k, n in sorted(inputs.ignored.items()))
     return (f"read {_count(inputs.read, 'object')} from {_count(inputs.sources, 'source')}: "
             f"{_count(len(discovery.claims), 'endpoint')}, {_count(len(discovery.wildcards), 'wildcard')}, "
             f"{_count(len(discovery.skipped), 'skipped name')}"

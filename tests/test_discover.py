@@ -282,7 +282,7 @@ def test_a_malformed_file_inside_a_directory_fails_the_run(examples, capsys):
 def test_non_kubernetes_yaml_is_counted_and_nothing_found(examples, capsys):
     code, out, err = discover(capsys, str(examples / "bad/not-kubernetes.yaml"))
     assert code == 1 and out == ""
-    assert err.count("\n") == 1 and "read 1 object from 1 source" in err and "1 non-Kubernetes" in err
+    assert err.count("\n") == 1 and "read 0 objects from 1 source" in err and "ignored 1 non-Kubernetes document" in err
 
 
 def test_a_known_kind_of_the_wrong_shape_names_its_document(examples, tmp_path, capsys):
@@ -442,3 +442,14 @@ def test_hostile_input_is_one_line_and_exit_3(tmp_path, capsys):
         assert code == 3 and out == "" and err.count("\n") == 1 and says in err, err
     code, _, err = discover(capsys, str(bomb), "--json")
     assert code == 3 and "--json goes with --coverage" in err
+
+
+def test_a_wildcard_certificate_covers_one_label(examples, capsys, resolv_conf):
+    code, out, err = discover(capsys, str(examples / "external-dns/annotations/annotations.md.block02.yaml"),
+                              str(examples / "cert-manager/dns-validation/dns-validation.md.block01.yaml"))
+    assert code == 0, err
+    found = endpoints_of(out, resolv_conf)
+    assert found["www.example.com"].certificate_source == "cert-manager"  # via *.example.com
+    assert "Certificate/default/example-com, Ingress/default/my-ingress" in out
+    assert set(found) == {"www.example.com", "example.com", "example.org"}
+    assert "wildcard *.example.com (Certificate/default/example-com)" in err
