@@ -363,12 +363,27 @@ def _owner(obj: K8sObject, options: Options) -> dict[str, Any]:
     return {"owner_team": text} if text and text.isprintable() else {}
 
 
-def _visibility_annotation(obj: K8sObject) -> str | None:
+_UNDECIDED = ""  # an annotation with a value no controller takes: no default may fill in for it
+
+
+def _visibility_annotation(obj: K8sObject, discovery: Discovery) -> str | None:
+    """public/private from the first scheme annotation present; None when there is none."""
     for key, table in rules.VISIBILITY_ANNOTATIONS:
         value = obj.annotation(key)
-        if value is not None:
-            return table.get(value.lower(), table.get("*"))
+        if value is None:
+            continue
+        decided = table.get(value.lower(), table.get("*"))
+        if decided is None:
+            discovery.notes.append(f"{obj.ref}: {key}: {value!r} is none of {', '.join(table)}: visibility left out")
+            return _UNDECIDED
+        return decided
     return None
+
+
+def _visibility(decided: str | None, *fallbacks: str | None) -> dict[str, Any]:
+    if decided is None:
+        decided = next((f for f in fallbacks if f), None)
+    return {"visibility": decided} if decided else {}
 
 
 def _targets(values: Iterable[str], obj: K8sObject, discovery: Discovery) -> dict[str, Any]:
@@ -446,15 +461,17 @@ def _csv_annotation(obj: K8sObject, keys: Iterable[str]) -> list[str]:
 # --------------------------------------------------------------------------
 # Kinds
 # --------------------------------------------------------------------------
-def _ingress(obj: K8sObject, discovery: Discovery, options: Options) -> None:
+def _ingress(obj: K8sObject, cluster: _Cluster, discovery: Discovery, options: Options) -> None:
     spec = obj.spec()
     cls = _text(spec.get("ingressClassName"), "spec.ingressClassName") or obj.annotation(rules.INGRESS_CLASS_ANNOTATION)
-    known = rules.INGRESS_CLASSES.get(cls or "")
+    controller, params = cluster.ingress_classes.get(cls or "", ("", None))
+    known = rules.INGRESS_CLASSES.get(rules.INGRESS_CONTROLLERS.get(controller, cls or ""))
     facts: dict[str, Any] = {**_owner(obj, options), **_health_path(obj, discovery),
                              **_dns_facts(obj, _lb_status_targets(obj), discovery)}
-    visibility = _visibility_annotation(obj) or options.class_visibility.get(cls or "") or (known and known[1])
-    if visibility:
-        facts["visibility"] = visibility
+    # An IngressClassParams scheme binds every Ingress of the class, whatever its annotation says.
+    scheme = rules.LBC_SCHEMES.get(cluster.class_params.get(params or "", ""))
+    facts.update(_visibility(scheme or _visibility_annotation(obj, discovery),
+                             options.class_visibility.get(cls or ""), known[1] if known else None))
     if cls:
         facts["ingress_controller"] = cls
         facts["tls_termination"] = known[0] if known else cls
@@ -487,10 +504,8 @@ def _service(obj: K8sObject, discovery: Discovery, options: Options) -> bool:
     if spec.get("type") != "LoadBalancer" or not names:
         return False
     facts: dict[str, Any] = {**_owner(obj, options), **_dns_facts(obj, _lb_status_targets(obj), discovery)}
-    visibility = _visibility_annotation(obj) or (rules.LBC_SERVICE_DEFAULT_VISIBILITY if _lbc_service(obj, spec)
-                                                 else None)
-    if visibility:
-        facts["visibility"] = visibility
+    facts.update(_visibility(_visibility_annotation(obj, discovery),
+                             rules.LBC_SERVICE_DEFAULT_VISIBILITY if _lbc_service(obj, spec) else None))
     for key, source in rules.SERVICE_CERTIFICATE_ANNOTATIONS:
         if obj.annotation(key):
             facts["certificate_source"] = source
@@ -604,8 +619,7 @@ def _allows(listener: _Listener, route: K8sObject, gateway_ns: str, namespaces: 
     return route.namespace == gateway_ns
 
 
-def _route(obj: K8sObject, gateways: dict[tuple[str, str], tuple[K8sObject, list[_Listener]]],
-           namespaces: dict[str, dict], discovery: Discovery, options: Options) -> None:
+def _route(obj: K8sObject, cluster: _Cluster, discovery: Discovery, options: Options) -> None:
     spec = obj.spec()
     written = _seq(spec.get("hostnames"), "spec.hostnames")
     route_names = [found[0] for found in (discovery.normalized(raw, obj, "spec.hostnames[]") for raw in written)
@@ -619,7 +633,7 @@ def _route(obj: K8sObject, gateways: dict[tuple[str, str], tuple[K8sObject, list
         if (ref.get("group") or GATEWAY_GROUP) != GATEWAY_GROUP or (ref.get("kind") or "Gateway") != "Gateway":
             continue
         key = (str(ref.get("namespace") or obj.namespace), str(ref.get("name") or ""))
-        found = gateways.get(key)
+        found = cluster.gateways.get(key)
         if found is None:
             continue
         attached = True
@@ -627,7 +641,7 @@ def _route(obj: K8sObject, gateways: dict[tuple[str, str], tuple[K8sObject, list
         for listener in listeners:
             if ref.get("sectionName") not in (None, listener.name) or ref.get("port") not in (None, listener.port):
                 continue
-            if not _allows(listener, obj, gateway.namespace, namespaces):
+            if not _allows(listener, obj, gateway.namespace, cluster.namespaces):
                 continue
             for name in route_names or ([listener.hostname] if listener.hostname else []):
                 served = intersect(name, listener.hostname)
@@ -643,37 +657,66 @@ def _route(obj: K8sObject, gateways: dict[tuple[str, str], tuple[K8sObject, list
                                                      "sectionName, protocol or allowedRoutes)"))
 
 
+@dataclass
+class _Cluster:
+    """What other objects are resolved against: Gateways, Namespaces, IngressClasses."""
+    gateways: dict[tuple[str, str], tuple[K8sObject, list[_Listener]]] = field(default_factory=dict)
+    namespaces: dict[str, dict] = field(default_factory=dict)
+    ingress_classes: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # name -> (controller, params)
+    class_params: dict[str, str] = field(default_factory=dict)  # IngressClassParams name -> spec.scheme
+
+
+def _index(obj: K8sObject, cluster: _Cluster, discovery: Discovery, options: Options) -> bool:
+    """First pass: the objects others refer to.  False when obj is not one of them."""
+    if obj.kind == "Gateway" and obj.group == GATEWAY_GROUP:
+        cluster.gateways[(obj.namespace, obj.name)] = obj, _listeners(obj, discovery, options)
+    elif obj.kind == "Namespace" and obj.group == "":
+        cluster.namespaces[obj.name] = obj.meta("labels")
+    elif obj.kind == "IngressClass" and obj.group == "networking.k8s.io":
+        spec = obj.spec()
+        params = _mapping(spec.get("parameters"), "spec.parameters")
+        own = params.get("kind") == "IngressClassParams" and params.get("apiGroup") == rules.LBC_PARAMS_GROUP
+        cluster.ingress_classes[obj.name] = (str(spec.get("controller") or ""),
+                                             _text(params.get("name"), "spec.parameters.name") if own else None)
+    elif obj.kind == "IngressClassParams" and obj.group == rules.LBC_PARAMS_GROUP:
+        scheme = _text(obj.spec().get("scheme"), "spec.scheme")
+        if scheme:
+            cluster.class_params[obj.name] = scheme
+    else:
+        return False
+    return True
+
+
+def _claim(obj: K8sObject, cluster: _Cluster, discovery: Discovery, options: Options) -> None:
+    """Second pass: the objects that serve hostnames."""
+    if obj.kind == "Ingress" and obj.group in ("networking.k8s.io", "extensions"):
+        _ingress(obj, cluster, discovery, options)
+    elif obj.kind == "Service" and obj.group == "":
+        if not _service(obj, discovery, options):
+            discovery.inputs.ignored["Service (not a LoadBalancer with a hostname annotation)"] += 1
+    elif obj.kind == "Certificate" and obj.group == "cert-manager.io":
+        _certificate(obj, discovery, options)
+    elif obj.kind in rules.ROUTE_PROTOCOLS and obj.group == GATEWAY_GROUP:
+        _route(obj, cluster, discovery, options)
+    else:
+        discovery.inputs.ignored[obj.kind] += 1
+
+
 def discover(inputs: Inputs, options: Options | None = None) -> Discovery:
     """Every object's claims; ManifestError for a known kind whose fields have the wrong shape."""
     options = options or Options()
     discovery = Discovery(inputs)
-    gateways: dict[tuple[str, str], tuple[K8sObject, list[_Listener]]] = {}
-    namespaces: dict[str, dict] = {}
-    routes = []
-    for obj in inputs.objects:
-        try:
-            if obj.kind == "Ingress" and obj.group in ("networking.k8s.io", "extensions"):
-                _ingress(obj, discovery, options)
-            elif obj.kind == "Service" and obj.group == "":
-                if not _service(obj, discovery, options):
-                    inputs.ignored["Service (not a LoadBalancer with a hostname annotation)"] += 1
-            elif obj.kind == "Certificate" and obj.group == "cert-manager.io":
-                _certificate(obj, discovery, options)
-            elif obj.kind == "Gateway" and obj.group == GATEWAY_GROUP:
-                gateways[(obj.namespace, obj.name)] = obj, _listeners(obj, discovery, options)
-            elif obj.kind in rules.ROUTE_PROTOCOLS and obj.group == GATEWAY_GROUP:
-                routes.append(obj)
-            elif obj.kind == "Namespace" and obj.group == "":
-                namespaces[obj.name] = obj.meta("labels")
-            else:
-                inputs.ignored[obj.kind] += 1
-        except (_Bad, AttributeError, TypeError, ValueError) as err:
-            raise _malformed(obj, err) from None
-    for obj in routes:
-        try:
-            _route(obj, gateways, namespaces, discovery, options)
-        except (_Bad, AttributeError, TypeError, ValueError) as err:
-            raise _malformed(obj, err) from None
+    cluster = _Cluster()
+    indexed = set()
+    for step in ("index", "claim"):
+        for position, obj in enumerate(inputs.objects):
+            try:
+                if step == "index" and _index(obj, cluster, discovery, options):
+                    indexed.add(position)
+                elif step == "claim" and position not in indexed:
+                    _claim(obj, cluster, discovery, options)
+            except (_Bad, AttributeError, TypeError, ValueError) as err:
+                raise _malformed(obj, err) from None
     _wildcard_certificates(discovery)
     return discovery
 

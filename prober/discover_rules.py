@@ -28,9 +28,10 @@ TARGET_ANNOTATIONS: tuple[str, ...] = tuple(p + "target" for p in EXTERNAL_DNS_P
 #    "false" as internet-facing and any other non-empty value (also a CIDR) as internal.
 #  - service.beta.kubernetes.io/azure-load-balancer-internal: cloud-provider-azure, "true" = internal.
 #  - appgw.ingress.kubernetes.io/use-private-ip: AGIC annotations, "true" = the private frontend IP.
+LBC_SCHEMES: dict[str, str] = {"internal": "private", "internet-facing": "public"}
 VISIBILITY_ANNOTATIONS: tuple[tuple[str, dict[str, str]], ...] = (
-    ("alb.ingress.kubernetes.io/scheme", {"internal": "private", "internet-facing": "public"}),
-    ("service.beta.kubernetes.io/aws-load-balancer-scheme", {"internal": "private", "internet-facing": "public"}),
+    ("alb.ingress.kubernetes.io/scheme", LBC_SCHEMES),
+    ("service.beta.kubernetes.io/aws-load-balancer-scheme", LBC_SCHEMES),
     ("service.beta.kubernetes.io/aws-load-balancer-internal", {"false": "public", "*": "private"}),
     ("service.beta.kubernetes.io/azure-load-balancer-internal", {"true": "private", "false": "public"}),
     ("appgw.ingress.kubernetes.io/use-private-ip", {"true": "private", "false": "public"}),
@@ -74,6 +75,18 @@ INGRESS_CLASSES: dict[str, tuple[str, str | None]] = {
     "azure-application-gateway": ("azure-application-gateway", "public"),
     "azure/application-gateway": ("azure-application-gateway", "public"),
 }
+
+# IngressClass spec.controller -> the INGRESS_CLASSES entry it behaves as, for classes named
+# otherwise (AWS LBC "IngressClass": ingress.k8s.aws/alb; ingress-nginx: k8s.io/ingress-nginx;
+# AGIC: azure/application-gateway).
+INGRESS_CONTROLLERS: dict[str, str] = {
+    "ingress.k8s.aws/alb": "alb",
+    "k8s.io/ingress-nginx": "nginx",
+    "azure/application-gateway": "azure-application-gateway",
+}
+# AWS LBC IngressClassParams (group elbv2.k8s.aws): its spec.scheme, when set, is the scheme of
+# every Ingress of the IngressClass that references it; the annotation is then not read.
+LBC_PARAMS_GROUP = "elbv2.k8s.aws"
 
 # A Service of type LoadBalancer reconciled by the AWS LBC gets an internal NLB unless
 # aws-load-balancer-scheme says otherwise (AWS LBC "Network Load Balancer": "secure by default,

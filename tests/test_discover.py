@@ -453,3 +453,16 @@ def test_a_wildcard_certificate_covers_one_label(examples, capsys, resolv_conf):
     assert "Certificate/default/example-com, Ingress/default/my-ingress" in out
     assert set(found) == {"www.example.com", "example.com", "example.org"}
     assert "wildcard *.example.com (Certificate/default/example-com)" in err
+
+
+def test_ingress_class_objects_name_the_controller_and_its_params(examples, tmp_path, capsys, resolv_conf):
+    vanilla = load_docs(examples / "aws-load-balancer-controller/ingress2gateway-input/vanilla_ingress.yaml")
+    full = load_docs(examples / "aws-load-balancer-controller/ingress2gateway-input/full_resources.yaml")
+    for doc in vanilla + full:
+        if doc["kind"] == "Ingress":
+            doc["metadata"]["annotations"]["alb.ingress.kubernetes.io/scheme"] = "internal"
+    _, out, _ = discover(capsys, str(write_docs(tmp_path / "i.yaml", vanilla + full)))
+    found = endpoints_of(out, resolv_conf)
+    app = found["app.example.com"]  # class vanilla-class, controller ingress.k8s.aws/alb
+    assert (app.ingress_controller, app.tls_termination, app.visibility) == ("vanilla-class", "aws-alb", "private")
+    assert found["2048.example.com"].visibility == "public"  # IngressClassParams scheme: internet-facing wins
