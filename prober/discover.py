@@ -13,6 +13,7 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -230,18 +231,29 @@ def read_inputs(paths: Iterable[str], stdin: Any = None) -> Inputs:
 # --------------------------------------------------------------------------
 # Hostnames
 # --------------------------------------------------------------------------
+# An ASCII label that IDNA leaves as it is, lower-cased: no hyphen at either end or in the
+# third and fourth places (so no xn-- A-label, which idna must check).
+_PLAIN_LABEL = r"(?!..--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PLAIN_NAME = re.compile(rf"{_PLAIN_LABEL}(?:\.{_PLAIN_LABEL})*")
+
+
 def normalize_discovered(raw: Any) -> tuple[str, bool]:
     """(IDNA A-label form, is_wildcard); ValueError with the reason when it is no DNS name."""
     if not isinstance(raw, str):
         raise ValueError("is not text")
     text = raw.strip()
     text = text[:-1] if text.endswith(".") else text
+    if not text or text.endswith("."):
+        raise ValueError("is not a DNS name (an empty label)")
     wildcard = text.startswith("*.")
     body = text[2:] if wildcard else text
-    try:
-        ascii_name = idna.encode(body, uts46=True, transitional=False).decode("ascii")
-    except (idna.IDNAError, UnicodeError) as err:
-        raise ValueError(f"is not a DNS name ({err})") from None
+    if _PLAIN_NAME.fullmatch(body):  # letters, digits, inner hyphens: UTS #46 only lower-cases these
+        ascii_name = body.lower()
+    else:
+        try:
+            ascii_name = idna.encode(body, uts46=True, transitional=False).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as err:
+            raise ValueError(f"is not a DNS name ({err})") from None
     name = normalize_hostname(ascii_name)
     return ("*." + name if wildcard else name), wildcard
 

@@ -13,11 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import idna
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prober.cli import main
-from prober.config import ConfigError, parse_config
+from prober.config import ConfigError, normalize_hostname, parse_config
+from prober.discover import normalize_discovered
 from prober.lab.scenarios import SCENARIOS, Lab
 
 REPO = Path(__file__).resolve().parents[1]
@@ -466,3 +470,21 @@ def test_ingress_class_objects_name_the_controller_and_its_params(examples, tmp_
     app = found["app.example.com"]  # class vanilla-class, controller ingress.k8s.aws/alb
     assert (app.ingress_controller, app.tls_termination, app.visibility) == ("vanilla-class", "aws-alb", "private")
     assert found["2048.example.com"].visibility == "public"  # IngressClassParams scheme: internet-facing wins
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="aZ09-.xü*ß_", min_size=1, max_size=20))
+def test_the_plain_name_shortcut_agrees_with_idna(text):
+    """ASCII names skip the idna codec; the result must be what UTS #46 gives."""
+    wildcard = text.startswith("*.")
+    try:
+        want = normalize_hostname(idna.encode(text[2:] if wildcard else text, uts46=True,
+                                              transitional=False).decode("ascii"))
+        want = "*." + want if wildcard else want
+    except (idna.IDNAError, UnicodeError, ValueError):
+        want = None
+    try:
+        got = normalize_discovered(text)[0]
+    except ValueError:
+        got = None
+    assert got == want
