@@ -60,17 +60,22 @@ class K8sObject:
         return _mapping((self.body.get("metadata") or {}).get(key), f"metadata.{key}")
 
     def annotation(self, key: str) -> str | None:
-        value = self.meta("annotations").get(key)
-        if value is None or isinstance(value, (dict, list)):
-            return None
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        return text.strip() or None
+        return _annotation(self.meta("annotations"), key)
 
     def spec(self) -> dict:
         return _mapping(self.body.get("spec"), "spec")
 
     def status(self) -> dict:
         return _mapping(self.body.get("status"), "status")
+
+
+def _annotation(annotations: dict, key: str) -> str | None:
+    """An annotation's text (YAML may have read an unquoted true or 42 as another type)."""
+    value = annotations.get(key)
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return text.strip() or None
 
 
 class _Bad(Exception):
@@ -378,10 +383,10 @@ def _owner(obj: K8sObject, options: Options) -> dict[str, Any]:
 _UNDECIDED = ""  # an annotation with a value no controller takes: no default may fill in for it
 
 
-def _visibility_annotation(obj: K8sObject, discovery: Discovery) -> str | None:
+def _visibility_annotation(obj: K8sObject, discovery: Discovery, annotations: dict | None = None) -> str | None:
     """public/private from the first scheme annotation present; None when there is none."""
     for key, table in rules.VISIBILITY_ANNOTATIONS:
-        value = obj.annotation(key)
+        value = _annotation(obj.meta("annotations") if annotations is None else annotations, key)
         if value is None:
             continue
         decided = table.get(value.lower(), table.get("*"))
@@ -568,10 +573,13 @@ def _gateway_facts(obj: K8sObject, discovery: Discovery, options: Options) -> di
         if value and entry.get("type", "IPAddress") in ("IPAddress", "Hostname"):  # not a NamedAddress
             status_targets.append(value)
     facts: dict[str, Any] = _dns_facts(obj, status_targets, discovery)
+    # spec.infrastructure.annotations go onto the load balancer Service the controller creates.
+    infrastructure = _mapping(obj.spec().get("infrastructure"), "spec.infrastructure")
+    annotations = _mapping(infrastructure.get("annotations"), "spec.infrastructure.annotations")
+    facts.update(_visibility(_visibility_annotation(obj, discovery, annotations),
+                             options.class_visibility.get(cls or "")))
     if cls:
         facts["ingress_controller"] = cls
-        if cls in options.class_visibility:
-            facts["visibility"] = options.class_visibility[cls]
     return facts
 
 

@@ -488,3 +488,14 @@ def test_the_plain_name_shortcut_agrees_with_idna(text):
     except ValueError:
         got = None
     assert got == want
+
+
+def test_gateway_infrastructure_annotations_decide_visibility(examples, tmp_path, capsys, resolv_conf):
+    docs = [d for p in sorted((examples / "gateway-api/http-routing").glob("*.yaml")) for d in load_docs(p)]
+    gateway = next(d for d in docs if d["kind"] == "Gateway")
+    gateway["spec"]["infrastructure"] = {"annotations": {
+        "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"}}
+    _, out, _ = discover(capsys, str(write_docs(tmp_path / "gw.yaml", docs)),
+                         "--class-visibility", "example-gateway-class=public")
+    found = endpoints_of(out, resolv_conf)
+    assert {e.visibility for e in found.values()} == {"private"}  # the annotation before the class mapping
