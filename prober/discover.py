@@ -815,7 +815,7 @@ def _clip(text: str, limit: int = 80) -> str:
 
 
 def _show(value: Any) -> str:
-    return " ".join(value) if isinstance(value, tuple) else str(value)
+    return " ".join(value) if isinstance(value, (tuple, list)) else str(value)
 
 
 # --------------------------------------------------------------------------
@@ -867,18 +867,14 @@ def coverage_text(report: dict[str, list[dict[str, Any]]]) -> str:
     for item in report["stale"]:
         lines.append(f"STALE       {item['hostname']}  has a contract, but no object serves it")
     for item in report["mismatches"]:
-        lines.append(f"MISMATCH    {item['hostname']}  {item['key']}: contract {_show_json(item['contract'])}, "
-                     f"cluster {_show_json(item['cluster'])} ({', '.join(item['sources'])})")
+        lines.append(f"MISMATCH    {item['hostname']}  {item['key']}: contract {_show(item['contract'])}, "
+                     f"cluster {_show(item['cluster'])} ({', '.join(item['sources'])})")
     for item in report["wildcards"]:
         lines.append(f"WILDCARD    {item['hostname']}  served by {', '.join(item['sources'])}; not probed as such")
     counts = ", ".join(f"{len(report[k])} {k}" for k in ("unmonitored", "stale", "mismatches"))
     counts += f", {_count(len(report['wildcards']), 'wildcard')}"
     verdict = "complete" if complete(report) else "incomplete"
     return "\n".join(lines + [f"coverage {verdict}: {counts}"])
-
-
-def _show_json(value: Any) -> str:
-    return " ".join(value) if isinstance(value, list) else str(value)
 
 
 # --------------------------------------------------------------------------
