@@ -92,7 +92,7 @@ def _stale_only(dns: DnsResult) -> dict[str, list[str]]:
 
 
 def _explain_with_dns(findings: list[Finding], dns: DnsResult, hostname: str) -> list[Finding]:
-    """A TLS failure at an address only a stale resolver returns is a DNS problem (seed 26.1): say so."""
+    """A TLS failure at an address only a stale resolver returns is a DNS problem (DNS still points at the old load balancer): say so."""
     stale = _stale_only(dns)
     if not stale:
         return findings

@@ -1,4 +1,4 @@
-"""The next check to run for each finding, from the seed's debugging cookbook (section 25).
+"""The next check to run for each finding, following the outside-in debugging order: name, resolution, TLS, HTTP.
 
 Tailored by the contract's informational fields (tls_termination,
 certificate_source, dns_provider, ingress_controller) where they are set.
@@ -65,7 +65,7 @@ def hint_for(code: str, endpoint: Endpoint) -> str:
             "dns.private_address": f"dig @<public resolver> {host}; inspect the load balancer scheme "
                                    "(internal vs internet-facing) and which zone (private/public) holds the record",
             "dns.publicly_resolvable": "delete or patch the public record now; check the ingress class and "
-                                       "the public-zone annotation (seed 26.5)",
+                                       "the public-zone annotation",
         }.get(code, _dig(host))
         extra = _lookup(_DNS_PROVIDER, endpoint.dns_provider, host)
         return f"{base}; {extra}" if extra else base
@@ -80,7 +80,7 @@ def hint_for(code: str, endpoint: Endpoint) -> str:
         if code == "tls.incomplete_chain" and not extra:
             extra = "serve the full chain (leaf + intermediates): e.g. nginx ssl_certificate must point at the fullchain file"
         if code == "tls.hostname_mismatch" and not extra:
-            extra = "check which certificate the listener binds for this SNI name (seed 26.2)"
+            extra = "check which certificate the listener binds for this SNI name"
         return f"{base}; {extra}" if extra else base
     if code == "http.health_failed":
         extra = _lookup(_TERMINATION, endpoint.tls_termination, host) or (

@@ -17,7 +17,7 @@ LAYERS: tuple[str, ...] = ("dns", "tls", "http")
 EXIT_CODES: dict[str, int] = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
 SEVERITY_RANK: dict[str, int] = {"ok": 0, "skipped": 0, "warning": 1, "unknown": 2, "critical": 3}
 
-# Certificate lifecycle tiers (seed section 21), in the order of expiry_days.
+# Certificate lifecycle tiers, in the order of expiry_days.
 EXPIRY_TIERS: tuple[str, ...] = ("warning", "high", "urgent", "incident", "outage")
 
 
@@ -46,9 +46,9 @@ CATALOGUE: dict[str, CodeInfo] = {
         "dns", "critical", "An answer holds an address outside dns.expect_addresses."),
     "dns.unexpected_cname": CodeInfo("dns", "critical", "The CNAME target differs from dns.expect_cname."),
     "dns.private_address": CodeInfo(
-        "dns", "critical", "A public endpoint resolves to a non-global address (seed 26.4)."),
+        "dns", "critical", "A public endpoint resolves to a non-global address (wrong load balancer scheme, or the record is in the public zone by mistake)."),
     "dns.publicly_resolvable": CodeInfo(
-        "dns", "critical", "A private endpoint is answered by a resolver of view public (seed 26.5)."),
+        "dns", "critical", "A private endpoint is answered by a resolver of view public (an internal name leaked into the public zone)."),
     "dns.ttl_above_max": CodeInfo("dns", "warning", "An answer's TTL is above dns.max_ttl."),
     "tls.connect_failed": CodeInfo("tls", "critical", "No TCP connection to the TLS port."),
     "tls.handshake_failed": CodeInfo("tls", "critical", "The TLS handshake did not complete."),

@@ -69,7 +69,7 @@ def test_systemd_rates_the_sandbox_ok(verifiable_unit: Path) -> None:
     assert "Overall exposure level" in last, done.stdout + done.stderr
     exposure = float(last.split(":")[-1].split()[0])
     print(f"\nsystemd-analyze security: {last}")
-    assert exposure <= 2.0, last  # "OK" band; the brief's hardening set scores 1.4
+    assert exposure <= 2.0, last  # "OK" band; the unit's hardening set scores 1.4
 
 
 def test_unit_hardening() -> None:

@@ -1,7 +1,7 @@
 """DNS layer: ask every resolver, ask the zone's authoritative servers, compare.
 
-Seed section 7: "authoritative zone updated" is not "all clients use the new
-answer".  So every recursive resolver's answer is compared with what the
+An updated authoritative zone does not mean that every client uses the new
+answer.  So every recursive resolver's answer is compared with what the
 zone's own servers say (RD=0), and with the other resolvers.
 """
 from __future__ import annotations
