@@ -183,6 +183,8 @@ def _to_object(doc: dict, where: str) -> K8sObject:
     name, namespace = meta.get("name", ""), meta.get("namespace") or "default"
     if not isinstance(name, str) or not isinstance(namespace, str):
         raise ManifestError(f"{where}: {kind}: metadata.name and metadata.namespace must be text")
+    if not (kind + name + namespace).isprintable():  # they are written into the output's comments
+        raise ManifestError(f"{where}: kind, metadata.name and metadata.namespace must be printable on one line")
     group = api.rpartition("/")[0] if "/" in api else ""
     return K8sObject(kind, group, namespace, name or "<unnamed>", doc, where)
 

@@ -444,6 +444,11 @@ def test_hostile_input_is_one_line_and_exit_3(tmp_path, capsys):
                        (binary, "line 3: is not UTF-8 text")):
         code, out, err = discover(capsys, str(path))
         assert code == 3 and out == "" and err.count("\n") == 1 and says in err, err
+    sneaky = write_docs(tmp_path / "sneaky.yaml", [{"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+                                                    "metadata": {"name": "x\n  - hostname: evil.example"},
+                                                    "spec": {"dnsNames": ["a.example.com"]}}])
+    code, out, err = discover(capsys, str(sneaky))
+    assert code == 3 and out == "" and "must be printable on one line" in err
     code, _, err = discover(capsys, str(bomb), "--json")
     assert code == 3 and "--json goes with --coverage" in err
 
