@@ -504,3 +504,16 @@ def test_gateway_infrastructure_annotations_decide_visibility(examples, tmp_path
                          "--class-visibility", "example-gateway-class=public")
     found = endpoints_of(out, resolv_conf)
     assert {e.visibility for e in found.values()} == {"private"}  # the annotation before the class mapping
+
+
+def test_no_path_and_a_terminal_on_stdin_says_what_to_give(tmp_path):
+    import pty
+    leader, follower = pty.openpty()
+    try:
+        run = subprocess.run([sys.executable, "-m", "prober", "discover"], stdin=follower, capture_output=True,
+                             text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert run.returncode == 3 and run.stdout == ""
+    assert run.stderr.count("\n") == 1 and "kubectl get ... -o yaml | prober discover -" in run.stderr
