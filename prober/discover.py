@@ -15,8 +15,7 @@ import json
 import os
 import re
 import sys
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,214 +24,17 @@ import yaml
 
 from . import discover_rules as rules
 from .config import ConfigError, load_config, normalize_hostname, parse_config
+from .discover_input import (LOADER, NON_KUBERNETES, Inputs, K8sObject, ManifestError, ShapeError, annotation_of,
+                             list_at, mapping_at, read_inputs, text_at)
+
+__all__ = ["ManifestError", "Options", "Discovery", "discover", "read_inputs", "normalize_discovered",
+           "to_probes_yaml", "coverage", "merged_config", "discover_main"]
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_UNKNOWN = 0, 1, 3
-MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 GATEWAY_GROUP = "gateway.networking.k8s.io"
-NON_KUBERNETES = "non-Kubernetes document"
 # The contract keys discovery can set, in output order.
 KEYS: tuple[str, ...] = ("visibility", "owner_team", "ingress_controller", "tls_termination", "certificate_source",
                          "dns.expect_cname", "dns.expect_addresses", "http.health_path")
-
-
-class ManifestError(Exception):
-    """Input that cannot be read as Kubernetes objects: one line naming the source and the document."""
-
-
-# --------------------------------------------------------------------------
-# Reading objects
-# --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class K8sObject:
-    kind: str
-    group: str
-    namespace: str
-    name: str
-    body: dict
-    where: str  # "SOURCE: document N[, item M]"
-
-    @property
-    def ref(self) -> str:
-        return f"{self.kind}/{self.namespace}/{self.name}"
-
-    def meta(self, key: str) -> dict:
-        return _mapping((self.body.get("metadata") or {}).get(key), f"metadata.{key}")
-
-    def annotation(self, key: str) -> str | None:
-        return _annotation(self.meta("annotations"), key)
-
-    def spec(self) -> dict:
-        return _mapping(self.body.get("spec"), "spec")
-
-    def status(self) -> dict:
-        return _mapping(self.body.get("status"), "status")
-
-
-def _annotation(annotations: dict, key: str) -> str | None:
-    """An annotation's text (YAML may have read an unquoted true or 42 as another type)."""
-    value = annotations.get(key)
-    if value is None or isinstance(value, (dict, list)):
-        return None
-    text = str(value).lower() if isinstance(value, bool) else str(value)
-    return text.strip() or None
-
-
-class _Bad(Exception):
-    """A field of a known kind has the wrong shape (becomes a ManifestError naming the object)."""
-
-
-def _mapping(value: Any, what: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _Bad(f"{what} must be a mapping")
-    return value
-
-
-def _seq(value: Any, what: str) -> list:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _Bad(f"{what} must be a list")
-    return value
-
-
-def _text(value: Any, what: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _Bad(f"{what} must be text")
-    return value
-
-
-@dataclass
-class Inputs:
-    objects: list[K8sObject] = field(default_factory=list)
-    ignored: Counter = field(default_factory=Counter)  # kind (or NON_KUBERNETES) -> count
-    sources: int = 0
-
-    @property
-    def read(self) -> int:
-        """Kubernetes objects read (documents that are none are only counted as ignored)."""
-        return len(self.objects)
-
-
-def _manifest_files(path: str) -> list[str]:
-    if os.path.isdir(path):
-        found = []
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            found += [os.path.join(root, f) for f in sorted(files) if f.endswith(MANIFEST_SUFFIXES)]
-        return found
-    if os.path.exists(path):
-        return [path]
-    raise ManifestError(f"{path}: no such file or directory")
-
-
-def _decode(data: bytes, source: str) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise ManifestError(f"{source}: line {line}: is not UTF-8 text") from None
-
-
-def _yaml_problem(err: yaml.YAMLError) -> str:
-    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    problem = getattr(err, "problem", None) or str(err)
-    context = getattr(err, "context", None)
-    text = f"{problem} ({context})" if context else str(problem)
-    where = f" at line {mark.line + 1}" if mark is not None else ""
-    return " ".join(f"YAML syntax error{where}: {text}".split())
-
-
-def _documents(text: str, source: str) -> Iterator[tuple[int, Any]]:
-    if source.endswith(".json") or text.lstrip()[:1] in ("{", "["):
-        try:
-            yield 1, json.loads(text)
-            return
-        except RecursionError:
-            raise ManifestError(f"{source}: document 1: JSON is nested too deeply") from None
-        except ValueError as err:
-            if source.endswith(".json"):
-                raise ManifestError(f"{source}: document 1: not valid JSON: {err}") from None
-    number = 0
-    try:
-        for document in yaml.load_all(text, Loader=_LOADER):
-            number += 1
-            yield number, document
-    except yaml.YAMLError as err:
-        raise ManifestError(f"{source}: document {number + 1}: {_yaml_problem(err)}") from None
-    except RecursionError:
-        raise ManifestError(f"{source}: document {number + 1}: YAML is nested too deeply") from None
-
-
-def _is_object(doc: Any) -> bool:
-    return isinstance(doc, dict) and "kind" in doc and "apiVersion" in doc
-
-
-def _to_object(doc: dict, where: str) -> K8sObject:
-    kind, api = doc["kind"], doc["apiVersion"]
-    if not isinstance(kind, str) or not isinstance(api, str):
-        raise ManifestError(f"{where}: kind and apiVersion must be text")
-    meta = doc.get("metadata")
-    if meta is not None and not isinstance(meta, dict):
-        raise ManifestError(f"{where}: {kind}: metadata must be a mapping")
-    meta = meta or {}
-    name, namespace = meta.get("name", ""), meta.get("namespace") or "default"
-    if not isinstance(name, str) or not isinstance(namespace, str):
-        raise ManifestError(f"{where}: {kind}: metadata.name and metadata.namespace must be text")
-    if not (kind + name + namespace).isprintable():  # they are written into the output's comments
-        raise ManifestError(f"{where}: kind, metadata.name and metadata.namespace must be printable on one line")
-    group = api.rpartition("/")[0] if "/" in api else ""
-    return K8sObject(kind, group, namespace, name or "<unnamed>", doc, where)
-
-
-def _add_document(doc: Any, where: str, inputs: Inputs) -> None:
-    if doc is None:
-        return
-    if not _is_object(doc):
-        inputs.ignored[NON_KUBERNETES] += 1
-        return
-    if doc["kind"] == "List" or (isinstance(doc["kind"], str) and doc["kind"].endswith("List") and "items" in doc):
-        items = doc.get("items")
-        if not isinstance(items, list):
-            raise ManifestError(f"{where}: {doc['kind']}: items must be a list")
-        for index, item in enumerate(items, 1):
-            if not _is_object(item):
-                raise ManifestError(f"{where}, item {index}: not a Kubernetes object (no kind or apiVersion)")
-            inputs.objects.append(_to_object(item, f"{where}, item {index}"))
-        return
-    inputs.objects.append(_to_object(doc, where))
-
-
-def read_text(text: str, source: str, inputs: Inputs) -> None:
-    inputs.sources += 1
-    for number, doc in _documents(text, source):
-        _add_document(doc, f"{source}: document {number}", inputs)
-
-
-def read_inputs(paths: Iterable[str], stdin: Any = None) -> Inputs:
-    """Every object of every source; ManifestError on the first malformed one."""
-    inputs = Inputs()
-    for path in paths:
-        if path == "-":
-            stream = stdin if stdin is not None else sys.stdin
-            if stream is None:
-                raise ManifestError("<stdin>: there is no standard input; give a PATH")
-            data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
-            text = data if isinstance(data, str) else _decode(data, "<stdin>")
-            read_text(text, "<stdin>", inputs)
-            continue
-        for file in _manifest_files(path):
-            try:
-                with open(file, "rb") as handle:
-                    data = handle.read()
-            except OSError as err:
-                raise ManifestError(f"{file}: cannot read: {err.strerror or err}") from None
-            read_text(_decode(data, file), file, inputs)
-    return inputs
 
 
 # --------------------------------------------------------------------------
@@ -321,7 +123,7 @@ class Discovery:
     def normalized(self, raw: Any, obj: K8sObject, what: str) -> tuple[str, bool] | None:
         """(name, is_wildcard), or None after reporting a name that is no DNS name as skipped."""
         if not isinstance(raw, str):
-            raise _Bad(f"{what} must be text")
+            raise ShapeError(f"{what} must be text")
         try:
             return normalize_discovered(raw)
         except ValueError as err:
@@ -388,7 +190,7 @@ _UNDECIDED = ""  # an annotation with a value no controller takes: no default ma
 def _visibility_annotation(obj: K8sObject, discovery: Discovery, annotations: dict | None = None) -> str | None:
     """public/private from the first scheme annotation present; None when there is none."""
     for key, table in rules.VISIBILITY_ANNOTATIONS:
-        value = _annotation(obj.meta("annotations") if annotations is None else annotations, key)
+        value = annotation_of(obj.meta("annotations") if annotations is None else annotations, key)
         if value is None:
             continue
         decided = table.get(value.lower(), table.get("*"))
@@ -441,12 +243,12 @@ def _external_dns_target(obj: K8sObject) -> list[str] | None:
 
 
 def _lb_status_targets(obj: K8sObject) -> list[str]:
-    lb = _mapping(obj.status().get("loadBalancer"), "status.loadBalancer")
+    lb = mapping_at(obj.status().get("loadBalancer"), "status.loadBalancer")
     out = []
-    for entry in _seq(lb.get("ingress"), "status.loadBalancer.ingress"):
-        entry = _mapping(entry, "status.loadBalancer.ingress[]")
+    for entry in list_at(lb.get("ingress"), "status.loadBalancer.ingress"):
+        entry = mapping_at(entry, "status.loadBalancer.ingress[]")
         for key in ("hostname", "ip"):
-            value = _text(entry.get(key), f"status.loadBalancer.ingress[].{key}")
+            value = text_at(entry.get(key), f"status.loadBalancer.ingress[].{key}")
             if value:
                 out.append(value)
     return out
@@ -482,7 +284,7 @@ def _csv_annotation(obj: K8sObject, keys: Iterable[str]) -> list[str]:
 # --------------------------------------------------------------------------
 def _ingress(obj: K8sObject, cluster: _Cluster, discovery: Discovery, options: Options) -> None:
     spec = obj.spec()
-    cls = _text(spec.get("ingressClassName"), "spec.ingressClassName") or obj.annotation(rules.INGRESS_CLASS_ANNOTATION)
+    cls = text_at(spec.get("ingressClassName"), "spec.ingressClassName") or obj.annotation(rules.INGRESS_CLASS_ANNOTATION)
     controller, params = cluster.ingress_classes.get(cls or "", ("", None))
     known = rules.INGRESS_CLASSES.get(rules.INGRESS_CONTROLLERS.get(controller, cls or ""))
     facts: dict[str, Any] = {**_owner(obj, options), **_health_path(obj, discovery),
@@ -498,12 +300,12 @@ def _ingress(obj: K8sObject, cluster: _Cluster, discovery: Discovery, options: O
         if obj.annotation(key):
             facts["certificate_source"] = source
     tls_hosts: set[str | None] = set()
-    for entry in _seq(spec.get("tls"), "spec.tls"):
-        for host in _seq(_mapping(entry, "spec.tls[]").get("hosts"), "spec.tls[].hosts"):
-            tls_hosts.add(_text(host, "spec.tls[].hosts[]"))
+    for entry in list_at(spec.get("tls"), "spec.tls"):
+        for host in list_at(mapping_at(entry, "spec.tls[]").get("hosts"), "spec.tls[].hosts"):
+            tls_hosts.add(text_at(host, "spec.tls[].hosts[]"))
     cert_manager = any(obj.annotation(k) for k in rules.CERT_MANAGER_ANNOTATIONS)
-    names = [_text(_mapping(rule, "spec.rules[]").get("host"), "spec.rules[].host")
-             for rule in _seq(spec.get("rules"), "spec.rules")]
+    names = [text_at(mapping_at(rule, "spec.rules[]").get("host"), "spec.rules[].host")
+             for rule in list_at(spec.get("rules"), "spec.rules")]
     names += sorted(tls_hosts, key=str) + _csv_annotation(obj, rules.INGRESS_HOSTNAME_ANNOTATIONS)
     for raw in dict.fromkeys(n for n in names if n is not None):
         own = dict(facts)
@@ -535,7 +337,7 @@ def _service(obj: K8sObject, discovery: Discovery, options: Options) -> bool:
 
 
 def _certificate(obj: K8sObject, discovery: Discovery, options: Options) -> None:
-    names = _seq(obj.spec().get("dnsNames"), "spec.dnsNames")
+    names = list_at(obj.spec().get("dnsNames"), "spec.dnsNames")
     facts = {**_owner(obj, options), "certificate_source": "cert-manager"}
     for raw in names:
         found = discovery.normalized(raw, obj, "spec.dnsNames[]")
@@ -567,17 +369,17 @@ class _Listener:
 
 
 def _gateway_facts(obj: K8sObject, discovery: Discovery, options: Options) -> dict[str, Any]:
-    cls = _text(obj.spec().get("gatewayClassName"), "spec.gatewayClassName")
+    cls = text_at(obj.spec().get("gatewayClassName"), "spec.gatewayClassName")
     status_targets = []
-    for entry in _seq(obj.status().get("addresses"), "status.addresses"):
-        entry = _mapping(entry, "status.addresses[]")
-        value = _text(entry.get("value"), "status.addresses[].value")
+    for entry in list_at(obj.status().get("addresses"), "status.addresses"):
+        entry = mapping_at(entry, "status.addresses[]")
+        value = text_at(entry.get("value"), "status.addresses[].value")
         if value and entry.get("type", "IPAddress") in ("IPAddress", "Hostname"):  # not a NamedAddress
             status_targets.append(value)
     facts: dict[str, Any] = _dns_facts(obj, status_targets, discovery)
     # spec.infrastructure.annotations go onto the load balancer Service the controller creates.
-    infrastructure = _mapping(obj.spec().get("infrastructure"), "spec.infrastructure")
-    annotations = _mapping(infrastructure.get("annotations"), "spec.infrastructure.annotations")
+    infrastructure = mapping_at(obj.spec().get("infrastructure"), "spec.infrastructure")
+    annotations = mapping_at(infrastructure.get("annotations"), "spec.infrastructure.annotations")
     facts.update(_visibility(_visibility_annotation(obj, discovery, annotations),
                              options.class_visibility.get(cls or "")))
     if cls:
@@ -587,9 +389,9 @@ def _gateway_facts(obj: K8sObject, discovery: Discovery, options: Options) -> di
 
 def _own_secrets(listener: dict, gateway: K8sObject) -> bool:
     """cert-manager's gateway-shim skips listeners whose certificateRefs are missing or in another namespace."""
-    refs = _seq(_mapping(listener.get("tls"), "spec.listeners[].tls").get("certificateRefs"),
+    refs = list_at(mapping_at(listener.get("tls"), "spec.listeners[].tls").get("certificateRefs"),
                 "spec.listeners[].tls.certificateRefs")
-    return bool(refs) and all(_mapping(r, "certificateRefs[]").get("namespace") in (None, gateway.namespace)
+    return bool(refs) and all(mapping_at(r, "certificateRefs[]").get("namespace") in (None, gateway.namespace)
                               for r in refs)
 
 
@@ -597,10 +399,10 @@ def _listeners(obj: K8sObject, discovery: Discovery, options: Options) -> list[_
     base = _gateway_facts(obj, discovery, options)
     cert_manager = any(obj.annotation(k) for k in rules.CERT_MANAGER_ANNOTATIONS)
     out = []
-    for raw in _seq(obj.spec().get("listeners"), "spec.listeners"):
-        raw = _mapping(raw, "spec.listeners[]")
+    for raw in list_at(obj.spec().get("listeners"), "spec.listeners"):
+        raw = mapping_at(raw, "spec.listeners[]")
         protocol = str(raw.get("protocol") or "")
-        mode = str(_mapping(raw.get("tls"), "spec.listeners[].tls").get("mode") or "Terminate")
+        mode = str(mapping_at(raw.get("tls"), "spec.listeners[].tls").get("mode") or "Terminate")
         facts = dict(base)
         if protocol in ("HTTPS", "TLS") and mode == "Terminate" and "ingress_controller" in base:
             facts["tls_termination"] = base["ingress_controller"]
@@ -615,14 +417,14 @@ def _listeners(obj: K8sObject, discovery: Discovery, options: Options) -> list[_
                 continue
             hostname = found[0]
             discovery.add_name(raw["hostname"], obj, {**facts, **_owner(obj, options)}, weak=frozenset({"owner_team"}))
-        allowed = _mapping(raw.get("allowedRoutes"), "spec.listeners[].allowedRoutes")
-        namespaces = _mapping(allowed.get("namespaces"), "allowedRoutes.namespaces")
+        allowed = mapping_at(raw.get("allowedRoutes"), "spec.listeners[].allowedRoutes")
+        namespaces = mapping_at(allowed.get("namespaces"), "allowedRoutes.namespaces")
         kinds = allowed.get("kinds")
         out.append(_Listener(str(raw.get("name") or ""), hostname, protocol, raw.get("port"), facts,
                              str(namespaces.get("from") or "Same"),
-                             frozenset(str(_mapping(k, "allowedRoutes.kinds[]").get("kind"))
-                                       for k in _seq(kinds, "allowedRoutes.kinds")) if kinds else None,
-                             _mapping(namespaces.get("selector"), "allowedRoutes.namespaces.selector")))
+                             frozenset(str(mapping_at(k, "allowedRoutes.kinds[]").get("kind"))
+                                       for k in list_at(kinds, "allowedRoutes.kinds")) if kinds else None,
+                             mapping_at(namespaces.get("selector"), "allowedRoutes.namespaces.selector")))
     return out
 
 
@@ -635,7 +437,7 @@ def _allows(listener: _Listener, route: K8sObject, gateway_ns: str, namespaces: 
         return True
     if listener.allowed_from == "Selector":
         labels = namespaces.get(route.namespace)
-        wanted = _mapping(listener.selector.get("matchLabels"), "selector.matchLabels")
+        wanted = mapping_at(listener.selector.get("matchLabels"), "selector.matchLabels")
         # Without the Namespace object its labels are unknown: the route's status would say.
         return labels is None or all(labels.get(k) == v for k, v in wanted.items())
     return route.namespace == gateway_ns
@@ -643,15 +445,15 @@ def _allows(listener: _Listener, route: K8sObject, gateway_ns: str, namespaces: 
 
 def _route(obj: K8sObject, cluster: _Cluster, discovery: Discovery, options: Options) -> None:
     spec = obj.spec()
-    written = _seq(spec.get("hostnames"), "spec.hostnames")
+    written = list_at(spec.get("hostnames"), "spec.hostnames")
     route_names = [found[0] for found in (discovery.normalized(raw, obj, "spec.hostnames[]") for raw in written)
                    if found is not None]
     if written and not route_names:
         return  # every name was a placeholder: the route does not fall back to the listener's hostname
     owner = _owner(obj, options)
     attached, served_any = False, False
-    for ref in _seq(spec.get("parentRefs"), "spec.parentRefs"):
-        ref = _mapping(ref, "spec.parentRefs[]")
+    for ref in list_at(spec.get("parentRefs"), "spec.parentRefs"):
+        ref = mapping_at(ref, "spec.parentRefs[]")
         if (ref.get("group") or GATEWAY_GROUP) != GATEWAY_GROUP or (ref.get("kind") or "Gateway") != "Gateway":
             continue
         key = (str(ref.get("namespace") or obj.namespace), str(ref.get("name") or ""))
@@ -696,12 +498,12 @@ def _index(obj: K8sObject, cluster: _Cluster, discovery: Discovery, options: Opt
         cluster.namespaces[obj.name] = obj.meta("labels")
     elif obj.kind == "IngressClass" and obj.group == "networking.k8s.io":
         spec = obj.spec()
-        params = _mapping(spec.get("parameters"), "spec.parameters")
+        params = mapping_at(spec.get("parameters"), "spec.parameters")
         own = params.get("kind") == "IngressClassParams" and params.get("apiGroup") == rules.LBC_PARAMS_GROUP
         cluster.ingress_classes[obj.name] = (str(spec.get("controller") or ""),
-                                             _text(params.get("name"), "spec.parameters.name") if own else None)
+                                             text_at(params.get("name"), "spec.parameters.name") if own else None)
     elif obj.kind == "IngressClassParams" and obj.group == rules.LBC_PARAMS_GROUP:
-        scheme = _text(obj.spec().get("scheme"), "spec.scheme")
+        scheme = text_at(obj.spec().get("scheme"), "spec.scheme")
         if scheme:
             cluster.class_params[obj.name] = scheme
     else:
@@ -737,15 +539,15 @@ def discover(inputs: Inputs, options: Options | None = None) -> Discovery:
                     indexed.add(position)
                 elif step == "claim" and position not in indexed:
                     _claim(obj, cluster, discovery, options)
-            except (_Bad, AttributeError, TypeError, ValueError) as err:
+            except (ShapeError, AttributeError, TypeError, ValueError) as err:
                 raise _malformed(obj, err) from None
     _wildcard_certificates(discovery)
     return discovery
 
 
 def _malformed(obj: K8sObject, err: Exception) -> ManifestError:
-    # _Bad names the field; anything else is a field of a shape no Kubernetes API server accepts.
-    what = str(err) if isinstance(err, _Bad) else f"a field has an unexpected shape ({type(err).__name__}: {err})"
+    # ShapeError names the field; anything else is a field of a shape no Kubernetes API server accepts.
+    what = str(err) if isinstance(err, ShapeError) else f"a field has an unexpected shape ({type(err).__name__}: {err})"
     return ManifestError(f"{obj.where}: {obj.ref}: {what}")
 
 
@@ -892,7 +694,7 @@ def _under(discovered: dict[str, Any], written: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-class _TextLoader(_LOADER):  # type: ignore[misc, valid-type]
+class _TextLoader(LOADER):  # type: ignore[misc, valid-type]
     """Reads a contract file as the config loader does: only str, int, float, bool and null are
     values; a timestamp, a binary or a custom tag stays the text it was written as."""
 
