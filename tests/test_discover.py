@@ -425,6 +425,54 @@ def test_the_upstream_sets_give_over_a_hundred_endpoints(examples, resolv_conf, 
     assert total > 100
 
 
+def test_hostile_input_is_one_line_and_exit_3(tmp_path, capsys):
+    laughs = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: lol}\n"
+                    + "\n".join(laughs) + "\nspec:\n  dnsNames: [*a8]\n")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    binary = tmp_path / "latin1.yaml"
+    binary.write_bytes(b"kind: Ingress\napiVersion: v1\nmetadata: {name: caf\xe9}\n")
+    for path, says in ((bomb, "document 1: Certificate/default/lol: spec.dnsNames[] must be text"),
+                       (deep, "document 1: JSON is nested too deeply"),
+                       (binary, "line 3: is not UTF-8 text")):
+        code, out, err = discover(capsys, str(path))
+        assert code == 3 and out == "" and err.count("\n") == 1 and says in err, err
+    sneaky = write_docs(tmp_path / "sneaky.yaml", [{"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+                                                    "metadata": {"name": "x\n  - hostname: evil.example"},
+                                                    "spec": {"dnsNames": ["a.example.com"]}}])
+    code, out, err = discover(capsys, str(sneaky))
+    assert code == 3 and out == "" and "must be printable on one line" in err
+    code, _, err = discover(capsys, str(bomb), "--json")
+    assert code == 3 and "--json goes with --coverage" in err
+
+
+def test_a_wildcard_certificate_covers_one_label(examples, capsys, resolv_conf):
+    code, out, err = discover(capsys, str(examples / "external-dns/annotations/annotations.md.block02.yaml"),
+                              str(examples / "cert-manager/dns-validation/dns-validation.md.block01.yaml"))
+    assert code == 0, err
+    found = endpoints_of(out, resolv_conf)
+    assert found["www.example.com"].certificate_source == "cert-manager"  # via *.example.com
+    assert "Certificate/default/example-com, Ingress/default/my-ingress" in out
+    assert set(found) == {"www.example.com", "example.com", "example.org"}
+    assert "wildcard *.example.com (Certificate/default/example-com)" in err
+
+
+def test_ingress_class_objects_name_the_controller_and_its_params(examples, tmp_path, capsys, resolv_conf):
+    vanilla = load_docs(examples / "aws-load-balancer-controller/ingress2gateway-input/vanilla_ingress.yaml")
+    full = load_docs(examples / "aws-load-balancer-controller/ingress2gateway-input/full_resources.yaml")
+    for doc in vanilla + full:
+        if doc["kind"] == "Ingress":
+            doc["metadata"]["annotations"]["alb.ingress.kubernetes.io/scheme"] = "internal"
+    _, out, _ = discover(capsys, str(write_docs(tmp_path / "i.yaml", vanilla + full)))
+    found = endpoints_of(out, resolv_conf)
+    app = found["app.example.com"]  # class vanilla-class, controller ingress.k8s.aws/alb
+    assert (app.ingress_controller, app.tls_termination, app.visibility) == ("vanilla-class", "aws-alb", "private")
+    assert found["2048.example.com"].visibility == "public"  # IngressClassParams scheme: internet-facing wins
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.text(alphabet="aZ09-.xü*ß_", min_size=1, max_size=20))
 def test_the_plain_name_shortcut_agrees_with_idna(text):
