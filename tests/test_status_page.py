@@ -133,7 +133,7 @@ def test_index_lists_every_endpoint_with_status_verdict_and_layers(demo: Site) -
     assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
     for host in DEMO_HOSTS:
         row = re.search(rf'<tr><td><span class="b (\w+)">\w+</span></td><td><a href="/endpoint\?hostname='
-                        rf'{re.escape(host)}">{re.escape(host)}</a></td><td>([^<]*)</td>(.*?)</tr>', body)
+                        rf'{re.escape(host)}">{re.escape(host)}</a></td><td[^>]*>([^<]*)</td>(.*?)</tr>', body)
         assert row, host
         assert row[2] == demo.extra["teams"][host]
         assert re.findall(r'class="b \w+ l">(\w+)<', row[3]) == ["DNS", "TLS", "HTTP"]

@@ -165,8 +165,9 @@ def _index_row(row: Row, now: float) -> str:
         return (f"<tr><td>{_badge(PENDING)}</td><td>{link}</td><td>{_e(row.team)}</td><td></td>"
                 f'<td class="v">not probed yet</td><td></td></tr>')
     layers = "".join(_badge(l.status, l.name.upper(), " l") for l in r.layers)
-    return (f"<tr><td>{_badge(r.status)}</td><td>{link}</td><td>{_e(row.team)}</td><td class=\"nw\">{layers}</td>"
-            f'<td class="v">{_e(r.verdict.message)}</td><td>{_ago(r.started_at, r.duration_seconds, now)}</td></tr>')
+    return (f'<tr><td>{_badge(r.status)}</td><td>{link}</td><td class="nw">{_e(row.team)}</td>'
+            f'<td class="nw">{layers}</td><td class="v">{_e(r.verdict.message)}</td>'
+            f'<td class="nw">{_ago(r.started_at, r.duration_seconds, now)}</td></tr>')
 
 
 # ------------------------------------------------------------------ one endpoint
@@ -192,7 +193,7 @@ def detail(report: Report, refresh: int, now: float | None = None) -> str:
                     f'<span class="meta">{took}</span></h2>')
         if layer.findings:
             body.append(_table(("Severity", "Code", "Finding", "Next"),
-                               [(_badge(f.severity), f"<code>{_e(f.code)}</code>", _e(f.message),
+                               [(_badge(f.severity), f'<code class="nw">{_e(f.code)}</code>', _e(f.message),
                                  f"<code>{_e(f.hint)}</code>" if f.hint else "") for f in layer.findings]))
         body.append({"dns": _dns, "tls": _tls, "http": _http}.get(layer.name, lambda _: "")(r))
     return _page(f"{r.status.upper()} {r.hostname}", refresh, "\n".join(body))
