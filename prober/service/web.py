@@ -5,8 +5,8 @@ Routes: / (the status page, prober/service/page.py), /endpoint?hostname=H
 /probe?hostname=H (that endpoint's series, probed now) and
 /report?hostname=H[&format=text] (its JSON or text report).  HEAD works
 wherever GET does.  /endpoint, /probe and /report only ever touch hostnames
-of the loaded config: anything else is refused before a single packet leaves.  Requests are
-bounded: a 4 KiB request target, a 4 KiB body, a 10 s socket timeout, and one
+of the loaded config: anything else is refused before a single packet
+leaves.  Requests are bounded: a 4 KiB request target, a 4 KiB body, a 10 s socket timeout, and one
 request per connection (HTTP/1.0), so an unread body can never desync a
 connection.  Every answer that is not a payload is one line of text.
 """
