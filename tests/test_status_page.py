@@ -28,7 +28,8 @@ from waiting import wait_for
 from prober.lab.pki import CA
 from prober.lab.scenarios import DEMO, LOOPBACK, SCENARIOS, Lab
 from prober.lab.webserver import PlainHttpServer, TlsHttpServer
-from prober.service.page import CSP
+from prober.model import Endpoint
+from prober.service.page import CSP, NO_TEAM, Filters, Row, index, refresh_seconds
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -125,6 +126,19 @@ def _raw(site: Site, method: str, target: str) -> tuple[int, dict[str, str], byt
         return response.status, dict(response.getheaders()), response.read()
     finally:
         conn.close()
+
+
+# ------------------------------------------------------------------ the renderer alone
+def test_endpoints_not_probed_yet_are_listed_as_pending() -> None:
+    rows = [Row(Endpoint("b.example.test", interval=30.0), None),
+            Row(Endpoint("a.example.test", owner_team="web", interval=120.0), None)]
+    body = index(rows, Filters(), refresh_seconds(r.endpoint for r in rows))
+    assert body.count('<span class="b pending">PENDING</span>') == 2
+    assert '<span class="b pending">2</span> pending</a>' in body
+    assert "not probed yet" in body and '<meta http-equiv="refresh" content="30">' in body
+    none = index(rows, Filters(team=NO_TEAM), 30)
+    assert "b.example.test" in none and "a.example.test" not in none
+    assert "No endpoint matches" in index(rows, Filters(status="critical"), 30)
 
 
 # ------------------------------------------------------------------ over HTTP
@@ -276,14 +290,16 @@ class Tab:
     console: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
+    javascript: bool = True
 
     def outside_loopback(self) -> list[str]:
         return [u for u in self.requests if urlsplit(u).hostname not in (LOOPBACK, "::1")]
 
 
-@pytest.fixture
-def tab(browser: Any) -> Iterator[Tab]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, java_script_enabled=True)
+@pytest.fixture(params=[True, False], ids=["js", "no-js"])
+def tab(browser: Any, request: pytest.FixtureRequest) -> Iterator[Tab]:
+    """A fresh browser context, with JavaScript on and (the page needs none) off."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, java_script_enabled=request.param)
     page = context.new_page()
     seen = Tab(page)
     page.on("console", lambda m: seen.console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning")
@@ -296,6 +312,7 @@ def tab(browser: Any) -> Iterator[Tab]:
         d.dismiss()
 
     page.on("dialog", dialog)
+    seen.javascript = request.param
     try:
         yield seen
     finally:
@@ -339,7 +356,7 @@ def test_hostile_markup_never_runs_in_a_browser(hostile: Site, tab: Tab, tmp_pat
     for target in ("/", f"/endpoint?hostname={XSS_HOST}"):
         page.goto(hostile.url + target)
         page.wait_for_load_state("load")
-        assert page.evaluate("window.__pwned === undefined"), target
+        assert page.evaluate("window.__pwned === undefined"), target  # evaluate runs even with JS off
         assert page.evaluate("document.querySelectorAll('script, img, [onerror]').length") == 0, target
     text = page.inner_text("body")
     assert SCRIPT in text and ONERROR in text, "the payloads are shown as text"
@@ -347,3 +364,13 @@ def test_hostile_markup_never_runs_in_a_browser(hostile: Site, tab: Tab, tmp_pat
     assert tab.dialogs == []
     assert tab.console == []
     assert tab.outside_loopback() == []
+
+
+def test_the_page_refreshes_itself(demo: Site, tab: Tab) -> None:
+    """<meta http-equiv=refresh>: the browser fetches the page again after the interval, script or not."""
+    page = tab.page
+    page.goto(demo.url + "/?team=payments")
+    with page.expect_request(lambda r: r.url == demo.url + "/?team=payments", timeout=15_000):
+        pass
+    assert tab.requests.count(demo.url + "/?team=payments") >= 2
+    assert tab.console == [] and tab.outside_loopback() == []
