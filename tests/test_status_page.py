@@ -155,6 +155,7 @@ def test_index_lists_every_endpoint_with_status_verdict_and_layers(demo: Site) -
     assert re.search(r'<span class="b critical">CRITICAL</span></td><td><a[^>]*>expired\.lab\.test', body)
     assert re.search(r'<span class="b ok">OK</span></td><td><a[^>]*>healthy\.lab\.test', body)
     assert "has expired" in body and '<meta http-equiv="refresh" content="5">' in body
+    assert "<title>6 critical, 2 warning, 1 ok · prober</title>" in body  # what a browser tab shows
 
 
 def test_filters_by_status_and_owner_team_without_javascript(demo: Site) -> None:

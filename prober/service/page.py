@@ -18,6 +18,7 @@ import base64
 import hashlib
 import html
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -134,13 +135,15 @@ def index(rows: Sequence[Row], filters: Filters, refresh: int, now: float | None
         body.append("</tbody></table>")
     body.append(f'<p class="meta">Refreshes every {refresh} s. <a href="/metrics">/metrics</a> · '
                 f"JSON and text per endpoint from its page.</p>")
-    return _page("prober status", refresh, "\n".join(body))
+    counts = Counter(r.status for r in rows)
+    title = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) or "no endpoints"
+    return _page(f"{title} · prober", refresh, "\n".join(body))
 
 
 def _counts(rows: Sequence[Row]) -> str:
-    counts = {s: sum(1 for r in rows if r.status == s) for s in STATUSES}
-    links = [f'<a href="/?{urlencode({"status": s})}">{_badge(s, str(n))} {s}</a>'
-             for s, n in counts.items() if n]
+    counts = Counter(r.status for r in rows)
+    links = [f'<a href="/?{urlencode({"status": s})}">{_badge(s, str(counts[s]))} {s}</a>'
+             for s in STATUSES if counts[s]]
     return f'<p class="counts">{"".join(links)}</p>'
 
 
