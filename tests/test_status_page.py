@@ -37,6 +37,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DEMO_HOSTS = sorted(f"{name}.lab.test" for name in DEMO)
 XSS_HOST = "xss.lab.test"
+TOKEN = "page-secret-7f3a"  # sent to every demo health path; never shown
 # Each payload would set window.__pwned (or open a dialog) if it ever ran.
 # Short enough for a certificate's CN (64 characters at most).
 SCRIPT = "<script>window.__pwned='s';alert(1)</script>"
@@ -79,6 +80,7 @@ def demo(lab: Lab) -> Iterator[Site]:
     config = lab.config()
     for i, entry in enumerate(config["endpoints"]):
         entry["owner_team"] = "payments" if i % 2 else "storefront"
+        entry["http"]["headers"] = {"Authorization": f"Bearer {TOKEN}"}
     teams = {e["hostname"]: e["owner_team"] for e in config["endpoints"]}
     yield from _served(lab, "demo", config, DEMO_HOSTS, {"teams": teams})
 
@@ -217,6 +219,10 @@ def test_endpoint_page_shows_every_fact_of_the_report(demo: Site, host: str) -> 
     facts += [report["http"]["hsts"] or "absent"]
     missing = [f for f in facts if f and _html(f) not in body]
     assert missing == []
+    server = demo.lab.tls.get(host.split(".")[0])
+    if server is not None and report["http"]["health_by_address"]:  # the token was sent, and is not shown
+        assert any(("authorization", f"Bearer {TOKEN}") in seen.headers for seen in server.requests)
+    assert TOKEN not in body
 
 
 def _html(text: str) -> str:
@@ -373,6 +379,7 @@ def test_the_page_in_a_browser(demo: Site, tab: Tab, tmp_path: Path) -> None:
 
     page.click("text=text")
     assert page.inner_text("body").startswith("CRITICAL")
+    assert TOKEN not in page.content()
     assert tab.console == [], "the page logged errors or warnings"
     assert tab.outside_loopback() == []
     assert len(tab.requests) == 4  # index, filtered index, endpoint page, text report: nothing else

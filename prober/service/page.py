@@ -229,8 +229,8 @@ def _dns(r: Report) -> str:
     if not answers:
         return ""
     agree = {True: "= authoritative", False: "STALE", None: ""}
-    rows = [(_e(a.resolver + (" (authoritative)" if a.authoritative else "")), f'<span class="mono">{_e(a.server)}'
-             "</span>", _e(a.view), _e(a.rcode),
+    rows = [(_e(a.resolver + (" (authoritative)" if a.authoritative else "")),
+             f'<span class="mono">{_e(a.server)}</span>', _e(a.view), _e(a.rcode),
              _e(" ".join(a.addresses) or ("-> " + " -> ".join(a.cnames) if a.cnames else "-")),
              "" if a.ttl is None else f"{a.ttl} s", f"{a.latency_seconds * 1000:.0f} ms",
              _e(agree[a.agrees_with_authoritative]), _e(a.error)) for a in answers]
