@@ -29,6 +29,7 @@ from ..engine import probe
 from ..model import Config
 from ..shard import in_shard, parse_shard
 from .metrics import SelfMetrics, Snapshot, SnapshotStore, endpoint_exposition
+from .page import Row
 from .scheduler import OUTER_GUARD, Change, ProbeScheduler
 from .web import ServiceUnavailable, WebServer
 
@@ -172,6 +173,11 @@ class Service:
     def report(self, hostname: str) -> Snapshot | None:
         latest = self._scheduler.latest(hostname)
         return latest if latest is not None else self.probe(hostname)
+
+    def overview(self) -> list[Row]:
+        """Every endpoint in force with its latest report (None before its first probe)."""
+        latest = {s.hostname: s.report for s in self._scheduler.snapshots()}
+        return [Row(e, latest.get(h)) for h, e in self._scheduler.endpoints.items()]
 
     def reload(self) -> tuple[bool, str]:
         ok, message = self._call(self.load("POST /-/reload"), RELOAD_WAIT)
