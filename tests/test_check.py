@@ -83,7 +83,8 @@ def test_expiry_tiers_grade_severity(lab, capsys):
 def test_verdict_names_the_layer_and_the_served_certificate(lab, capsys):
     code, out, _ = run(capsys, "check", "wrong-host.lab.test", "--config", lab.config_path)
     assert code == 2
-    first, verdict = out.splitlines()[:2]
+    status_line, first, verdict = out.splitlines()[:3]
+    assert status_line.startswith("CRITICAL - TLS: the certificate served for wrong-host.lab.test covers only")
     assert first.startswith("CRITICAL wrong-host.lab.test")
     assert "TLS: the certificate served for wrong-host.lab.test covers only www.other.test, *.other.test" in verdict
     assert "(served by 127.0.0.1:" in verdict
