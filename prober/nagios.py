@@ -69,7 +69,7 @@ def first_line(reports: list[Report]) -> str:
     counts = {s: sum(1 for r in reports if r.status == s) for s in _ORDER}
     worst = max((r.status for r in reports), key=lambda s: SEVERITY_RANK[s])
     parts = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    bad = [r.hostname for r in reports if r.status not in ("ok",)]
-    named = f" ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})" if bad else ""
+    bad = [r.hostname for r in sorted(reports, key=lambda r: -SEVERITY_RANK[r.status]) if r.status != "ok"]
+    named = f" ({_text(', '.join(bad[:3]))}{', ...' if len(bad) > 3 else ''})" if bad else ""
     perf = " ".join(metric(s, n, minimum="0", maximum=str(len(reports))) for s, n in counts.items())
-    return f"{worst.upper()} - {len(reports)} endpoints: {parts}{_text(named)} | {perf}"
+    return f"{worst.upper()} - {len(reports)} endpoints: {parts}{named} | {perf}"
