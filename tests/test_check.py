@@ -96,7 +96,9 @@ def test_outside_in_verdict_picks_dns_before_tls(lab, capsys):
     # the old load balancer refuses connections: the verdict is TLS's, and DNS's findings say why
     assert doc["verdict"]["code"] == "tls.connect_failed" and "127.0.0.3" in doc["verdict"]["message"]
     assert "only lab-public still answers 127.0.0.3" in doc["verdict"]["message"]
-    assert doc["verdict"]["hint"].startswith("dig @<lab-public> stale-dns.lab.test")
+    public = next(r["server"] for r in doc["dns"]["resolvers"] if r["resolver"] == "lab-public")
+    addr, port = public.rsplit(":", 1)
+    assert doc["verdict"]["hint"].startswith(f"dig @{addr} -p {port} stale-dns.lab.test and compare with dig @")
     stale = next(f for f in doc["findings"] if f["code"] == "dns.stale_resolver")
     assert "lab-public" in stale["message"] and "127.0.0.3" in stale["message"]
 

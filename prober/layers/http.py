@@ -255,9 +255,10 @@ async def probe_http(endpoint: Endpoint, connections: list[Connection], redirect
 
 
 # ------------------------------------------------------------------- findings
-def _finding(endpoint: Endpoint, code: str, message: str, address: str | None = None) -> Finding:
+def _finding(endpoint: Endpoint, code: str, message: str, address: str | None = None,
+             dial: str | None = None) -> Finding:
     return Finding(code=code, severity=CATALOGUE[code].severity, layer="http", message=message,
-                   hint=hint_for(code, endpoint), address=address)
+                   hint=hint_for(code, endpoint, address or dial), address=address)
 
 
 def judge(endpoint: Endpoint, result: HttpResult) -> list[Finding]:
@@ -271,7 +272,8 @@ def judge(endpoint: Endpoint, result: HttpResult) -> list[Finding]:
         if result.hsts is None or age is None or int(age.group(1)) < 86400:
             got = f"'{result.hsts}'" if result.hsts else "no Strict-Transport-Security header"
             out.append(_finding(endpoint, "http.missing_hsts",
-                                f"https://{endpoint.hostname} sends {got}; want max-age of at least one day"))
+                                f"https://{endpoint.hostname} sends {got}; want max-age of at least one day",
+                                dial=answered[0].address))
     return out
 
 
