@@ -87,16 +87,19 @@ def _dial(endpoint: Endpoint, address: str | None) -> str | None:
     return endpoint.connect_to
 
 
-def _openssl(host: str, port: int, dial: str | None = None) -> str:
+def _openssl(host: str, port: int, dial: str | None = None, ca_file: str | None = None) -> str:
     target = (f"[{dial}]" if ":" in dial else dial) if dial else host
-    return f"openssl s_client -connect {target}:{port} -servername {host} -showcerts </dev/null"
+    ca = f" -CAfile {ca_file}" if ca_file else ""
+    return f"openssl s_client -connect {target}:{port} -servername {host}{ca} -showcerts </dev/null"
 
 
-def _curl(host: str, port: int, path: str = "/", dial: str | None = None, scheme: str = "https") -> str:
+def _curl(host: str, port: int, path: str = "/", dial: str | None = None, scheme: str = "https",
+          ca_file: str | None = None) -> str:
     default = 443 if scheme == "https" else 80
     origin = host if port == default else f"{host}:{port}"
     resolve = f" --resolve {host}:{port}:{f'[{dial}]' if ':' in dial else dial}" if dial else ""
-    return f"curl -sv -o /dev/null{resolve} {scheme}://{origin}{path}"
+    ca = f" --cacert {ca_file}" if ca_file and scheme == "https" else ""
+    return f"curl -sv -o /dev/null{resolve}{ca} {scheme}://{origin}{path}"
 
 
 def _lookup(table: dict[str, str], key: str | None, host: str) -> str | None:
@@ -121,7 +124,7 @@ def hint_for(code: str, endpoint: Endpoint, address: str | None = None, dns: Dns
     if layer == "dns":
         return _dns_hint(code, endpoint, address, dns)
     if layer == "tls":
-        base = _openssl(host, port, _dial(endpoint, address))
+        base = _openssl(host, port, _dial(endpoint, address), endpoint.ca_file)
         if code in ("tls.expired", "tls.expiring", "tls.unexpected_issuer", "tls.untrusted",
                     "tls.incomplete_chain"):
             extra = _lookup(_CERT_SOURCE, endpoint.certificate_source, host)
@@ -135,7 +138,7 @@ def hint_for(code: str, endpoint: Endpoint, address: str | None = None, dns: Dns
         return f"{base}; {extra}" if extra else base
     dial = _dial(endpoint, address)
     if code in ("http.health_failed", "http.waf_blocked", "http.missing_hsts"):
-        curl = _curl(host, port, endpoint.http.health_path, dial)
+        curl = _curl(host, port, endpoint.http.health_path, dial, ca_file=endpoint.ca_file)
         if code == "http.waf_blocked":
             return (f"{curl}; the block page came from the WAF in front of the application: find the rule "
                     "that matched this request in the WAF's logs (the block page's request or reference id "
@@ -144,7 +147,8 @@ def hint_for(code: str, endpoint: Endpoint, address: str | None = None, dns: Dns
             return (f"{curl.replace('curl -sv -o', 'curl -s -D - -o')}: look for Strict-Transport-Security; "
                     "add it at the listener that terminates TLS, on every response (nginx: add_header ... always)")
         extra = _lookup(_TERMINATION, endpoint.tls_termination, host) or (
-            "kubectl get endpointslice -n <ns> -l kubernetes.io/service-name=<svc>; kubectl get pods -n <ns>")
+            "then check the backends behind the listener: on Kubernetes, the Service's EndpointSlices and "
+            "whether its pods are Ready")
         return f"{curl}; {extra}"
     curl = _curl(host, endpoint.http.port, "/", dial, scheme="http")
     return f"{curl} (check the listener's http->https redirect rule)"
