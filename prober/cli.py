@@ -173,8 +173,13 @@ def main(argv: list[str] | None = None) -> int:
             from .lab.demo import demo_main
             return demo_main(args)
     except KeyboardInterrupt:
-        print("prober: interrupted (Ctrl-C) before a verdict", file=sys.stderr)
+        print("prober: interrupted (Ctrl-C)" + (" before a verdict" if args.command == "check" else ""),
+              file=sys.stderr)
         return EXIT_UNKNOWN
+    except BrokenPipeError:  # the reader went away (`| head`): no traceback
+        from .commands import quiet_stdout
+        quiet_stdout()
+        return EXIT_OK if args.command == "demo" else EXIT_UNKNOWN
     return EXIT_UNKNOWN
 
 

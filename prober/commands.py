@@ -91,22 +91,20 @@ async def _probe_all(endpoints: list[Endpoint]):
     return await asyncio.gather(*(probe(e) for e in endpoints))
 
 
-def _use_colour(choice: str) -> bool:
-    if choice == "always":
-        return True
-    return choice == "auto" and sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
-
-
 def _emit(text: str) -> None:
     """Print, and stay quiet when the reader has gone (`| head -1`): the exit code still tells."""
     try:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
     except BrokenPipeError:
-        # Later flushes (at exit too) must not raise again: point stdout at /dev/null.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        quiet_stdout()
+
+
+def quiet_stdout() -> None:
+    """After a closed pipe: later writes and flushes (at exit too) must not raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def check(args: argparse.Namespace) -> int:
@@ -116,12 +114,12 @@ def check(args: argparse.Namespace) -> int:
         return _error("\n".join(_name_flags(err.problems)))
     reports = list(asyncio.run(_probe_all(endpoints)))
     worst = max((r.status for r in reports), key=lambda s: SEVERITY_RANK[s])
-    from .render import to_json, to_text
+    from .render import to_json, to_text, use_colour
     if args.json:
         _emit(to_json(reports))
     else:
         from .nagios import first_line
-        colour = _use_colour(args.color)
+        colour = use_colour(args.color)
         _emit(first_line(reports) + "\n" + "\n\n".join(to_text(r, colour) for r in reports))
     return EXIT_CODES[worst]
 

@@ -2,12 +2,22 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from typing import Any
 
 from .model import EXIT_CODES, Report, TlsTarget
 
 SCHEMA_VERSION = 1
 _COLOURS = {"ok": "32", "warning": "33", "critical": "31", "unknown": "35", "skipped": "90"}
+
+
+def use_colour(choice: str, stream=None) -> bool:
+    """--color: always, never, or auto = when the stream is a terminal and NO_COLOR is unset."""
+    stream = stream if stream is not None else sys.stdout
+    if choice == "always":
+        return True
+    return choice == "auto" and stream.isatty() and os.environ.get("NO_COLOR") is None
 
 
 # ------------------------------------------------------------------------ JSON
