@@ -6,6 +6,7 @@ and the help text.
 """
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -226,3 +227,24 @@ def test_colour_on_a_terminal_keeps_the_columns_aligned(lab):
     assert {m.end() for m in heads if m} == {m.end() for m in plain_heads if m} == {18}
     assert len([m for m in heads if m]) == 3
     assert "\x1b[" not in _on_a_terminal([*argv, "--color", "never"])
+
+
+def test_messages_say_what_happened_in_words(lab):
+    plain_port = str(lab.ports["no-redirect"][1])  # plain HTTP where TLS is expected
+    done = prober("check", "no-redirect.lab.test", "--config", lab.config_path, "--https-port", plain_port)
+    assert "the TLS port answers plain HTTP" in done.stdout and "WRONG_VERSION_NUMBER" not in done.stdout
+    assert "redirect http://no-redirect.lab.test:" in done.stdout
+    assert "200, no redirect (no Location header)" in done.stdout and "-> None" not in done.stdout
+
+
+def test_a_closed_resolver_port_is_reported_at_once_not_as_a_timeout():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed once the block ends: the kernel answers ICMP port unreachable
+    done = prober("check", "gone.lab.test", "--resolver", f"127.0.0.1:{port}", "--authoritative", "off",
+                  "--timeout", "20s", "--json")
+    doc = json.loads(done.stdout)
+    (answer,) = doc["dns"]["resolvers"]
+    assert answer["rcode"] == "ERROR" and answer["error"] == "the resolver's port is closed (ICMP port unreachable)"
+    assert answer["latency_seconds"] < 5  # it did not wait for the 20 s budget
+    assert "the resolver's port is closed (ICMP port unreachable)" in doc["verdict"]["message"]
