@@ -248,3 +248,12 @@ def test_a_closed_resolver_port_is_reported_at_once_not_as_a_timeout():
     assert answer["rcode"] == "ERROR" and answer["error"] == "the resolver's port is closed (ICMP port unreachable)"
     assert answer["latency_seconds"] < 5  # it did not wait for the 20 s budget
     assert "the resolver's port is closed (ICMP port unreachable)" in doc["verdict"]["message"]
+
+
+def test_the_whole_lab_report_is_free_of_outside_citations(lab):
+    from prober.lab.scenarios import SCENARIOS
+    hosts = [s.hostname for s in SCENARIOS]
+    text = prober("check", *hosts, "--config", lab.config_path).stdout
+    assert len(text.splitlines()) > 5 * len(hosts)
+    assert not re.search(r"\bseed\b", text, re.I)
+    assert not re.search(r"\bseed\b", prober("check", *hosts, "--config", lab.config_path, "--json").stdout, re.I)
