@@ -120,7 +120,10 @@ def check(args: argparse.Namespace) -> int:
     else:
         from .nagios import first_line
         colour = use_colour(args.color)
-        _emit(first_line(reports) + "\n" + "\n\n".join(to_text(r, colour) for r in reports))
+        # A `|` on any line starts perfdata for Nagios and Icinga: one in server-sent text (a subject,
+        # an error) must not turn the rest of the report into garbage perfdata.
+        detail = "\n\n".join(to_text(r, colour) for r in reports).replace("|", "/")
+        _emit(first_line(reports) + "\n" + detail)
     return EXIT_CODES[worst]
 
 

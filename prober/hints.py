@@ -1,5 +1,7 @@
 """The next check to run for each finding, following the outside-in debugging order: name, resolution, TLS, HTTP.
 
+Hints hold no `|`: in a Monitoring Plugins output, a `|` on any line starts performance data.
+
 Tailored by the contract's informational fields (tls_termination,
 certificate_source, dns_provider, ingress_controller) where they are set.
 """
@@ -12,11 +14,11 @@ _DNS_PROVIDER = {
                "\"ResourceRecordSets[?Name=='{host}.']\"",
     "azure-dns": "az network dns record-set a list -g <rg> -z <zone>",
     "azure": "az network dns record-set a list -g <rg> -z <zone>",
-    "external-dns": "kubectl logs -n external-dns deploy/external-dns | grep {host}",
+    "external-dns": "kubectl logs -n external-dns deploy/external-dns --since=1h (look for {host})",
 }
 _CERT_SOURCE = {
     "acm": "aws acm describe-certificate --certificate-arn <cert-arn> (check Status, InUseBy, RenewalSummary)",
-    "cert-manager": "kubectl describe certificate -A | grep -B5 -A20 {host}; "
+    "cert-manager": "kubectl get certificate -A -o wide (the one for {host}), then kubectl describe it; "
                     "kubectl get certificaterequest,order,challenge -A",
     "key-vault": "az keyvault certificate show --vault-name <kv> --name <cert>",
     "keyvault": "az keyvault certificate show --vault-name <kv> --name <cert>",
@@ -28,7 +30,8 @@ _TERMINATION = {
     "aws-nlb": "aws elbv2 describe-listeners --load-balancer-arn <nlb-arn>",
     "azure-appgw": "az network application-gateway show -g <rg> -n <appgw> (listeners, ssl certificates, backend health)",
     "azure-application-gateway": "az network application-gateway show -g <rg> -n <appgw>",
-    "ingress-nginx": "kubectl describe ingress -A | grep -B3 -A15 {host}; kubectl logs -n ingress-nginx deploy/ingress-nginx-controller",
+    "ingress-nginx": "kubectl get ingress -A -o wide (the rule for {host}); "
+                     "kubectl logs -n ingress-nginx deploy/ingress-nginx-controller --since=15m",
     "gateway-api": "kubectl get gateway -A; kubectl get httproute -A; kubectl describe gateway <gw>",
     "envoy": "check the envoy listener's filter chain for server_names {host} and its upstream cluster health",
 }

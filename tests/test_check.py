@@ -115,7 +115,7 @@ def test_hint_tailored_by_certificate_source(lab, capsys, tmp_path):
     path = tmp_path / "probes.yaml"
     path.write_text(json.dumps(config))
     _, doc = check_json(capsys, "expired.lab.test", "--config", str(path))
-    assert "kubectl describe certificate" in doc["verdict"]["hint"]
+    assert "kubectl get certificate -A" in doc["verdict"]["hint"]
 
 
 def test_edge_signature_says_which_layer_answered(lab, capsys):

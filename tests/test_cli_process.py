@@ -257,3 +257,15 @@ def test_the_whole_lab_report_is_free_of_outside_citations(lab):
     assert len(text.splitlines()) > 5 * len(hosts)
     assert not re.search(r"\bseed\b", text, re.I)
     assert not re.search(r"\bseed\b", prober("check", *hosts, "--config", lab.config_path, "--json").stdout, re.I)
+
+
+def test_no_hint_holds_a_pipe_that_would_start_perfdata():
+    """A `|` on any line of a plugin's output starts performance data (the guidelines' multi-line format)."""
+    from prober import hints
+    from prober.model import CATALOGUE, Endpoint
+    tailored = [{}] + [{"tls_termination": k} for k in hints._TERMINATION] + [
+        {"certificate_source": k} for k in hints._CERT_SOURCE] + [{"dns_provider": k} for k in hints._DNS_PROVIDER]
+    for fields in tailored:
+        endpoint = Endpoint(hostname="api.lab.test", **fields)
+        for code in CATALOGUE:
+            assert "|" not in hints.hint_for(code, endpoint, "127.0.0.1:443"), (code, fields)
