@@ -316,8 +316,7 @@ async def probe_http(endpoint: Endpoint, connections: list[Connection], redirect
     done = await asyncio.gather(*jobs)
     redirect = done[-1] if want_redirect else None
     health = tuple(done[: len(connections)])
-    hsts = next((v for h in health if from_application(h) for k, v in h.headers
-                 if k == "strict-transport-security"), None)
+    hsts = next((v for h in health for k, v in h.headers if k == "strict-transport-security"), None)
     result = HttpResult(redirect=redirect, health=health, hsts=hsts)
     return result, judge(endpoint, result)
 
@@ -338,10 +337,11 @@ def judge(endpoint: Endpoint, result: HttpResult) -> list[Finding]:
             out.append(_health_finding(endpoint, h))
     # HSTS is the application's to send: a block page or the edge's own error page says nothing about it.
     answered = [h for h in result.health if from_application(h)]
+    hsts = next((v for h in answered for k, v in h.headers if k == "strict-transport-security"), None)
     if endpoint.http.hsts and answered:
-        age = _MAX_AGE.search(result.hsts or "")
-        if result.hsts is None or age is None or int(age.group(1)) < 86400:
-            got = f"'{result.hsts}'" if result.hsts else "no Strict-Transport-Security header"
+        age = _MAX_AGE.search(hsts or "")
+        if hsts is None or age is None or int(age.group(1)) < 86400:
+            got = f"'{hsts}'" if hsts else "no Strict-Transport-Security header"
             out.append(_finding(endpoint, "http.missing_hsts",
                                 f"https://{endpoint.hostname} sends {got}; want max-age of at least one day",
                                 dial=answered[0].address))
