@@ -269,3 +269,15 @@ def test_no_hint_holds_a_pipe_that_would_start_perfdata():
         endpoint = Endpoint(hostname="api.lab.test", **fields)
         for code in CATALOGUE:
             assert "|" not in hints.hint_for(code, endpoint, "127.0.0.1:443"), (code, fields)
+
+
+def test_a_closed_resolver_port_does_not_cost_the_other_resolvers_their_answer(lab):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    working = f"127.0.0.1:{lab.resolvers['internal'].port}"
+    for _ in range(3):  # the ICMP error lands while the other queries are being sent
+        done = prober("check", "healthy.lab.test", "--resolver", f"internal=127.0.0.1:{closed}",
+                      "--resolver", f"internal={working}", "--authoritative", "off", "--timeout", "20s", "--json")
+        rcodes = {a["server"]: a["rcode"] for a in json.loads(done.stdout)["dns"]["resolvers"]}
+        assert rcodes == {f"127.0.0.1:{closed}": "ERROR", working: "NOERROR"}, rcodes

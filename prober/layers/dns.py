@@ -93,6 +93,20 @@ class UdpExchange(asyncio.DatagramProtocol):
                     if (address, port) == addr[:2] and not future.done():
                         future.set_exception(err)
 
+    def _send(self, transport: asyncio.DatagramTransport, family: int, wire: bytes, addr: tuple) -> None:
+        """sendto, but an ICMP error left pending by an earlier datagram (IP_RECVERR reports it on
+        the next call) must not cost this datagram: take the error, then send it again."""
+        sock = self._sockets.get(family)
+        for _ in range(2 if sock is not None else 0):
+            try:
+                sock.sendto(wire, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                break  # the transport buffers it
+            except OSError as exc:
+                self.error_received(exc)
+        transport.sendto(wire, addr)
+
     async def _transport(self, family: int) -> asyncio.DatagramTransport:
         transport = self._transports.get(family)
         if transport is not None:
@@ -115,7 +129,7 @@ class UdpExchange(asyncio.DatagramProtocol):
         future = asyncio.get_running_loop().create_future()
         self._pending[key] = (query, future)
         try:
-            transport.sendto(query.to_wire(), (address, port))
+            self._send(transport, family, query.to_wire(), (address, port))
             async with asyncio.timeout(timeout):
                 response = await future
         except TimeoutError:
