@@ -91,22 +91,24 @@ def demo_main(args: argparse.Namespace) -> int:
         return 3
     signal.signal(signal.SIGTERM, _terminate)
     scenarios = tuple(s for s in SCENARIOS if s.name in DEMO)
-    lab = Lab(scenarios, timeout=3.0, interval=15.0)
+    lab: Lab | None = None
     try:
+        lab = Lab(scenarios, timeout=3.0, interval=15.0)
         with lab:
             return _run(args, lab, host, port, len(scenarios))
     except KeyboardInterrupt:  # before the service took over Ctrl-C: stopped, like the service's 0
         print("prober demo: stopped", file=sys.stderr)
         return 0
     finally:
-        shutil.rmtree(lab.dir, ignore_errors=True)
+        if lab is not None:
+            shutil.rmtree(lab.dir, ignore_errors=True)
 
 
 def _run(args: argparse.Namespace, lab: Lab, host: str, port: int, count: int) -> int:
     path = lab.write_config()
     dns = lab.resolvers
     print(f"prober demo: {count} endpoints on loopback\nDNS at 127.0.0.1:{dns['internal'].port} (internal), "
-          f":{dns['public'].port} (public), :{dns['authoritative'].port} (authoritative)\n")
+          f":{dns['public'].port} (public), :{dns['authoritative'].port} (authoritative)\n", flush=True)
     print(verdict_table(asyncio.run(_round(path)), colour=use_colour(getattr(args, "color", "never"))))
     if args.once:
         print("\nthe lab is gone now; `prober demo` without --once keeps it serving:\n"
