@@ -74,6 +74,7 @@ class Options:
     location: str | None
     concurrency: int
     discover: str | None = None  # Kubernetes manifests merged under the config on every load
+    first_round: bool = False  # probe everything once at start (the demo): /metrics is complete at once
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -86,7 +87,9 @@ class Options:
         if location is not None and (not location.strip() or len(location) > MAX_LOCATION
                                      or not location.isprintable()):
             raise ValueError(f"--location: must be 1 to {MAX_LOCATION} printable characters")
-        return cls(args.config, host, port, shard, location, args.concurrency, getattr(args, "discover", None))
+        return cls(args.config, host, port, shard, location, args.concurrency,
+                   discover=getattr(args, "discover", None),
+                   first_round=bool(getattr(args, "first_round", False)))
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -221,8 +224,10 @@ def _setup_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     debug = level == "debug"
-    for name, quiet in (("apscheduler", logging.ERROR), ("asyncio", logging.WARNING)):
-        logging.getLogger(name).setLevel(logging.DEBUG if debug else quiet)
+    # APScheduler logs every job's start and success at info, whatever the probe found: the
+    # scheduler's own per-probe line says more, so it keeps only its warnings and errors.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("asyncio").setLevel(logging.DEBUG if debug else logging.WARNING)
     for name in ("httpx", "httpcore", "hpack"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -261,6 +266,8 @@ async def _serve(options: Options) -> int:
         if not ok:
             raise StartupError(f"cannot load the config: {message}")
         log.debug("heap settled: %d start-up objects frozen", settle_heap())
+        if options.first_round:
+            await asyncio.gather(*(scheduler.probe_now(h) for h in list(scheduler.endpoints)))
         scheduler.start()
         service.ready = True
         await stop.wait()
