@@ -82,7 +82,7 @@ def main() -> int:
             metrics = None
             while time.monotonic() < deadline and service.poll() is None:
                 body = _get("http://127.0.0.1:9716/metrics")
-                if body and 'prober_probe_success{hostname="expired.lab.test"' in body:
+                if body and all(f'prober_probe_success{{hostname="{s.hostname}"' in body for s in wanted):
                     metrics = body
                     pid = _service_pid(int(uid))
                     result["process"] = _observe(pid) if pid else None
