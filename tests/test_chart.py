@@ -233,6 +233,20 @@ def test_valid_values_pass_prober_validate(chart, tmp_path: Path, name: str) -> 
     assert done.returncode == 0 and done.stdout + done.stderr == "", done.stdout + done.stderr
 
 
+def test_what_only_the_init_container_sees_fails_it_with_one_line(chart, tmp_path: Path) -> None:
+    name = "init-bad-regex.yaml"
+    docs = render(chart, name)
+    for key, text in one(docs, "ConfigMap")["data"].items():
+        (tmp_path / key).write_text(text)
+    (init,) = workload(docs)["spec"]["template"]["spec"]["initContainers"]
+    config = tmp_path / Path(init["args"][1]).name
+    done = subprocess.run([sys.executable, "-m", "prober", init["args"][0], str(config)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode == 3 and len(output.splitlines()) == 1, output
+    assert _expected_error(name) in output
+
+
 def test_validate_init_container_runs_like_the_prober(chart) -> None:
     pod = workload(render(chart, "valid-sharded-location.yaml"))["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
