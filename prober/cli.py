@@ -115,7 +115,12 @@ def _add_serve(sub) -> None:
     p.add_argument("--shard", metavar="I/N", help="probe only the endpoints of shard I of N ('ordinal/N' takes "
                                                   "I from the pod name's trailing number)")
     p.add_argument("--location", metavar="NAME", help="add location=NAME to every series")
-    p.add_argument("--concurrency", type=int, default=256, metavar="N", help="probes in flight at once (256)")
+    p.add_argument("--concurrency", type=int, default=256, metavar="N",
+                   help="probes in flight at once, per worker (256)")
+    p.add_argument("--workers", default="1", metavar="N|auto",
+                   help="probing processes, each with its share of the endpoints ('auto': one per usable CPU; 1)")
+    p.add_argument("--drop-family", action="append", metavar="NAME",
+                   help="leave an optional metric family out of /metrics (repeatable; docs/metrics.md)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="info logs one line per finished probe (default info)")
     p.add_argument("--discover", metavar="PATH", help="also probe the hostnames of the Kubernetes manifests at "

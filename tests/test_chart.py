@@ -794,3 +794,14 @@ def test_every_value_is_documented_in_the_readme() -> None:
     missing = [k for k in leaves(values) if f"`{k}`" not in readme]
     assert missing == [], f"values without a row in helm/prober/README.md: {missing}"
     assert "helm install" in readme
+
+
+@pytest.mark.parametrize("workers, expected", [(2, 2), ("auto", None)])
+def test_workers_reach_the_prober_flags(chart, workers: Any, expected: int | None) -> None:
+    from prober.service.app import parse_workers
+    pod = workload(render(chart, "valid-minimal.yaml", workers=workers))["spec"]["template"]["spec"]
+    args = build_parser().parse_args(pod["containers"][0]["args"])
+    assert args.workers == str(workers)
+    assert parse_workers(args.workers) >= 1 and (expected is None or parse_workers(args.workers) == expected)
+    default = workload(render(chart, "valid-minimal.yaml"))["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--workers" not in default

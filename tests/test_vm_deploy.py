@@ -103,6 +103,11 @@ def test_unit_command_lines_parse_with_the_real_cli() -> None:
     args = build_parser().parse_args(start[1:-1] + ["--location", "dc1", "--shard", "0/2"])
     assert (args.command, args.config, args.listen, args.location, args.shard) == \
         ("serve", "/etc/prober/probes.yaml", "0.0.0.0:9716", "dc1", "0/2")
+    # --workers comes from PROBER_WORKERS: the unit's default, or auto from /etc/default/prober.
+    assert args.workers == "$PROBER_WORKERS"
+    environment = dict(kv.split("=", 1) for line in service["Environment"] for kv in line.split())
+    from prober.service.app import parse_workers
+    assert environment["PROBER_WORKERS"] == "1" and parse_workers("auto") >= 1
 
 
 def test_prometheus_example_loads_the_one_rules_file(tmp_path: Path) -> None:

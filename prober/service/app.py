@@ -14,13 +14,14 @@ import asyncio
 import gc
 import ipaddress
 import logging
+import os
 import signal
 import sys
 import time
 from collections.abc import Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 
@@ -28,10 +29,10 @@ from ..config import ConfigError, load_config
 from ..engine import probe
 from ..model import Config
 from ..shard import in_shard, parse_shard
-from .metrics import SelfMetrics, Snapshot, SnapshotStore, endpoint_exposition
+from .metrics import OPTIONAL_FAMILIES, SelfMetrics, Snapshot, SnapshotStore, endpoint_exposition
 from .page import Row
 from .scheduler import OUTER_GUARD, Change, ProbeScheduler
-from .web import ServiceUnavailable, WebServer
+from .web import ServiceApi, ServiceUnavailable, WebServer
 
 log = logging.getLogger("prober.service")
 
@@ -61,6 +62,10 @@ def settle_heap() -> int:
     return gc.get_freeze_count()
 
 
+class Reloadable(Protocol):
+    def load(self, reason: str, initial: bool = False) -> Coroutine[Any, Any, tuple[bool, str]]: ...
+
+
 class StartupError(Exception):
     """The service cannot start: one line for the operator, exit code 3."""
 
@@ -75,6 +80,8 @@ class Options:
     concurrency: int
     discover: str | None = None  # Kubernetes manifests merged under the config on every load
     first_round: bool = False  # probe everything once at start (the demo): /metrics is complete at once
+    workers: int = 1
+    drop: frozenset[str] = frozenset()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -87,9 +94,46 @@ class Options:
         if location is not None and (not location.strip() or len(location) > MAX_LOCATION
                                      or not location.isprintable()):
             raise ValueError(f"--location: must be 1 to {MAX_LOCATION} printable characters")
+        # Callers other than the CLI (`prober demo`) may leave the newer flags out.
         return cls(args.config, host, port, shard, location, args.concurrency,
                    discover=getattr(args, "discover", None),
-                   first_round=bool(getattr(args, "first_round", False)))
+                   first_round=bool(getattr(args, "first_round", False)),
+                   workers=parse_workers(getattr(args, "workers", "1")),
+                   drop=parse_drop(getattr(args, "drop_family", None) or []))
+
+
+MAX_WORKERS = 256
+
+
+def parse_workers(text: str) -> int:
+    """--workers: a count, or 'auto' for the CPUs this process may use."""
+    if text == "auto":
+        return usable_cpus()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+        raise ValueError(f"--workers {text!r}: expected a number from 1 to {MAX_WORKERS}, or auto")
+    return int(text)
+
+
+def usable_cpus(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The CPUs this process may run on, capped by its cgroup's CPU quota (a container's CPU limit)."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        with open(cpu_max) as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))  # a 1.5-CPU limit still gets 2
+    except (OSError, ValueError):
+        pass  # no cgroup v2 CPU controller here: the affinity mask is the answer
+    return max(1, cpus)
+
+
+def parse_drop(names: list[str]) -> frozenset[str]:
+    """--drop-family: only the optional endpoint families may be left out (docs/metrics.md)."""
+    unknown = [n for n in names if n not in OPTIONAL_FAMILIES]
+    if unknown:
+        raise ValueError(f"--drop-family {unknown[0]!r}: not an optional family; "
+                         f"choose from {', '.join(OPTIONAL_FAMILIES)}")
+    return frozenset(names)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -211,7 +255,7 @@ def _loaded(path: str, total: int, kept: int, shard: tuple[int, int] | None, cha
             f"{len(change.removed)} removed, {len(change.changed)} changed")
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, who: str = "") -> None:
     """One line per event on stderr.
 
     httpx/httpcore log every request's and response's headers at debug level,
@@ -219,7 +263,7 @@ def _setup_logging(level: str) -> None:
     Authorization token), so they stay at WARNING even under --log-level debug.
     """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s %(name)s{who}: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -232,7 +276,7 @@ def _setup_logging(level: str) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, service: Service) -> None:
+def install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, service: Reloadable) -> None:
     reloads: set[asyncio.Task] = set()  # held so a running reload is not garbage-collected
 
     def hangup() -> None:
@@ -245,20 +289,24 @@ def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, servi
         loop.add_signal_handler(sig, stop.set)
 
 
+def open_web(options: Options, api: ServiceApi) -> WebServer:
+    try:
+        return WebServer(options.host, options.port, api)
+    except OSError as err:
+        raise StartupError(f"cannot listen on {options.host}:{options.port}: {err.strerror or err}") from None
+
+
 async def _serve(options: Options) -> int:
     loop = asyncio.get_running_loop()
     disable_created_metrics()  # *_created series would double the self-metrics for no alert's use
     registry = CollectorRegistry(auto_describe=False)
     metrics = SelfMetrics(registry, options.location)
     scheduler = ProbeScheduler(probe, SnapshotStore(), metrics, concurrency=options.concurrency,
-                               location=options.location)
+                               location=options.location, drop=options.drop)
     service = Service(loop, options, scheduler, metrics, registry)
-    try:
-        web = WebServer(options.host, options.port, service)
-    except OSError as err:
-        raise StartupError(f"cannot listen on {options.host}:{options.port}: {err.strerror or err}") from None
+    web = open_web(options, service)
     stop = asyncio.Event()
-    _install_signals(loop, stop, service)
+    install_signals(loop, stop, service)
     web.start()
     log.info("listening on %s", web.url)
     try:
@@ -289,8 +337,16 @@ def serve_main(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"prober: {err}", file=sys.stderr)
         return EXIT_USAGE
-    _setup_logging(args.log_level)
+    from .worker import worker_spec
+    spec = worker_spec()
+    _setup_logging(args.log_level, f"[worker {spec[0]}]" if spec else "")
     try:
+        if spec is not None:
+            from .worker import work
+            return asyncio.run(work(options, *spec))
+        if options.workers > 1:
+            from .supervisor import supervise
+            return asyncio.run(supervise(options))
         return asyncio.run(_serve(options))
     except StartupError as err:
         print(f"prober: {err}", file=sys.stderr)
