@@ -27,8 +27,10 @@ from prometheus_client import CollectorRegistry, disable_created_metrics, genera
 
 from ..config import ConfigError, load_config
 from ..engine import probe
+from ..model import Config
 from ..shard import in_shard, parse_shard
 from .metrics import OPTIONAL_FAMILIES, SelfMetrics, Snapshot, SnapshotStore, endpoint_exposition
+from .page import Row
 from .scheduler import OUTER_GUARD, Change, ProbeScheduler
 from .web import ServiceApi, ServiceUnavailable, WebServer
 
@@ -76,6 +78,8 @@ class Options:
     shard: tuple[int, int] | None
     location: str | None
     concurrency: int
+    discover: str | None = None  # Kubernetes manifests merged under the config on every load
+    first_round: bool = False  # probe everything once at start (the demo): /metrics is complete at once
     workers: int = 1
     drop: frozenset[str] = frozenset()
 
@@ -92,7 +96,10 @@ class Options:
             raise ValueError(f"--location: must be 1 to {MAX_LOCATION} printable characters")
         # Callers other than the CLI (`prober demo`) may leave the newer flags out.
         return cls(args.config, host, port, shard, location, args.concurrency,
-                   parse_workers(getattr(args, "workers", "1")), parse_drop(getattr(args, "drop_family", None) or []))
+                   discover=getattr(args, "discover", None),
+                   first_round=bool(getattr(args, "first_round", False)),
+                   workers=parse_workers(getattr(args, "workers", "1")),
+                   drop=parse_drop(getattr(args, "drop_family", None) or []))
 
 
 MAX_WORKERS = 256
@@ -127,6 +134,17 @@ def parse_drop(names: list[str]) -> frozenset[str]:
         raise ValueError(f"--drop-family {unknown[0]!r}: not an optional family; "
                          f"choose from {', '.join(OPTIONAL_FAMILIES)}")
     return frozenset(names)
+
+
+def read_config(options: Options) -> Config:
+    """The config file, with the --discover manifests merged under it (its own keys win)."""
+    if options.discover is None:
+        return load_config(options.config)
+    from ..discover import ManifestError, merged_config
+    try:
+        return merged_config(options.config, options.discover)
+    except ManifestError as err:
+        raise ConfigError([f"--discover {err}"]) from None
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -166,7 +184,7 @@ class Service:
         async with self._reload_lock:
             path = self._options.config
             try:
-                config = await asyncio.to_thread(load_config, path)
+                config = await asyncio.to_thread(self._read_config)
             except ConfigError as err:
                 return self._failed(reason, _summary(err.problems), initial)
             except Exception as err:  # a bad file must never take the running service down
@@ -181,6 +199,9 @@ class Service:
             if not endpoints:
                 log.warning("no endpoint of %s is in this shard: nothing will be probed", path)
             return True, message
+
+    def _read_config(self) -> Config:
+        return read_config(self._options)
 
     def _failed(self, reason: str, message: str, initial: bool) -> tuple[bool, str]:
         self._metrics.reload_ok.set(0)
@@ -204,6 +225,11 @@ class Service:
     def report(self, hostname: str) -> Snapshot | None:
         latest = self._scheduler.latest(hostname)
         return latest if latest is not None else self.probe(hostname)
+
+    def overview(self) -> list[Row]:
+        """Every endpoint in force with its latest report (None before its first probe)."""
+        latest = {s.hostname: s.report for s in self._scheduler.snapshots()}
+        return [Row(e, latest.get(h)) for h, e in self._scheduler.endpoints.items()]
 
     def reload(self) -> tuple[bool, str]:
         ok, message = self._call(self.load("POST /-/reload"), RELOAD_WAIT)
@@ -247,8 +273,10 @@ def _setup_logging(level: str, who: str = "") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     debug = level == "debug"
-    for name, quiet in (("apscheduler", logging.ERROR), ("asyncio", logging.WARNING)):
-        logging.getLogger(name).setLevel(logging.DEBUG if debug else quiet)
+    # APScheduler logs every job's start and success at info, whatever the probe found: the
+    # scheduler's own per-probe line says more, so it keeps only its warnings and errors.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("asyncio").setLevel(logging.DEBUG if debug else logging.WARNING)
     for name in ("httpx", "httpcore", "hpack"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -291,6 +319,8 @@ async def _serve(options: Options) -> int:
         if not ok:
             raise StartupError(f"cannot load the config: {message}")
         log.debug("heap settled: %d start-up objects frozen", settle_heap())
+        if options.first_round:
+            await asyncio.gather(*(scheduler.probe_now(h) for h in list(scheduler.endpoints)))
         scheduler.start()
         service.ready = True
         await stop.wait()

@@ -198,6 +198,8 @@ class ProbeScheduler:
         return self._store.get(hostname) if hostname in self._endpoints else None
 
     def _keep(self, endpoint: Endpoint, report: Report) -> Snapshot:
+        log.info("probed %s: %s %s in %.2fs", report.hostname, report.status.upper(),
+                 report.verdict.code or "-", report.duration_seconds)
         snapshot = build_snapshot(report, self._location, self._drop)
         if self._endpoints.get(endpoint.hostname) is endpoint:  # not removed or changed meanwhile
             self._store.put(snapshot)
