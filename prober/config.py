@@ -24,6 +24,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from . import idn
 from .model import EXPIRY_TIERS, Config, DnsContract, Endpoint, HttpContract, ResolverSpec, TlsContract
 
 __all__ = [
@@ -400,8 +401,11 @@ def normalize_hostname(text: str) -> str:
     """Lower case, no trailing dot; labels of 1-63 letters, digits, hyphens; <= 253 in all."""
     name = text.strip()
     name = name[:-1] if name.endswith(".") else name
-    if not name.isascii():  # before lower(): the Kelvin sign lower-cases to an ASCII 'k'
-        raise ValueError(f"must be written in ASCII{_punycode_hint(name.lower())} (got {_show(text)})")
+    if not name.isascii():  # a Unicode name as people type it: UTS #46 then IDNA 2008, as browsers do
+        try:
+            name = idn.to_ascii(name)
+        except ValueError as err:
+            raise ValueError(f"{err} (got {_show(text)})") from None
     name = name.lower()
     if not name or len(name) > 253:
         raise ValueError(f"must be a DNS name of 1 to 253 characters (got {_show(text)})")
@@ -409,17 +413,12 @@ def normalize_hostname(text: str) -> str:
     if bad:
         raise ValueError("must be a DNS name: each label 1 to 63 letters, digits or inner hyphens "
                          f"(label {_show(bad[0])} in {_show(text)})")
+    if "xn--" in name:
+        idn.check_a_labels(name, _show(text))
     if name.rsplit(".", 1)[-1].isdigit():
         raise ValueError(f"must be a DNS name, not an IP address: use connect_to to pin an address "
                          f"(got {_show(text)})")
     return name
-
-
-def _punycode_hint(name: str) -> str:
-    try:
-        return f", e.g. {name.encode('idna').decode('ascii')!r}"
-    except UnicodeError:
-        return ""
 
 
 def _view(view: object) -> str:
