@@ -645,6 +645,19 @@ def _addresses_field(v: _V, env: _Env) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_collect(items, lambda item: _ip_field(item, env))))
 
 
+def _dnssec_field(v: _V, env: _Env) -> str:
+    if v.value is False:  # YAML 1.1 reads a bare `off` as false
+        return "off"
+    return _choice(v, ("auto", "required", "off"))
+
+
+def _hours_field(v: _V, env: _Env) -> float:
+    what = "a number of hours 0..8760, like 48"
+    if isinstance(v.value, bool) or not isinstance(v.value, (int, float)) or not 0 <= v.value <= 8760:
+        raise _bad(v, what)
+    return float(v.value)
+
+
 def _max_ttl_field(v: _V, env: _Env) -> int:
     return _int(v, "a whole number of seconds 0..2147483647", 0, 2**31 - 1)
 
@@ -724,7 +737,7 @@ _ENDPOINT_SPEC: dict[str, Any] = {
     "ingress_controller": _optional(_text_field),
     "connect_to": _optional(_ip_field),
     "dns": {"expect_addresses": _addresses_field, "expect_cname": _optional(_hostname_field),
-            "max_ttl": _optional(_max_ttl_field)},
+            "max_ttl": _optional(_max_ttl_field), "dnssec": _dnssec_field, "rrsig_min_hours": _hours_field},
     "tls": {"port": _port_field, "expect_issuer": _optional(_text_field)},
     "http": {"port": _port_field, "redirect": lambda v, env: _bool(v), "hsts": lambda v, env: _bool(v),
              "health_path": _health_path_field, "expect_status": _status_field,

@@ -535,11 +535,13 @@ def _dnssec_findings(endpoint, relevant) -> list[Finding]:
     if expiring:
         state = min((a.dnssec for a in expiring), key=lambda d: d.rrsig_expires)
         hours = (state.rrsig_expires - now) / 3600
+        left = (f"in {hours:.1f} h" if hours >= 0 else
+                f"{-hours:.1f} h ago, still accepted within the resolvers' clock-skew allowance")
         out.append(_finding(endpoint, "dns.rrsig_expiring", "warning",
                             f"the RRSIG over {endpoint.hostname} (signer {state.rrsig_signer}) expires at "
-                            f"{dnssec.when(state.rrsig_expires)}, in {hours:.1f} h, of a "
-                            f"{state.rrsig_validity / 86400:.1f}-day validity: re-signing has stopped?",
-                            expiring[0].resolver))
+                            f"{dnssec.when(state.rrsig_expires)}, {left}, of a "
+                            f"{state.rrsig_validity / 86400:.1f}-day validity: has re-signing stopped? "
+                            "Once it expires, validating resolvers answer SERVFAIL", expiring[0].resolver))
     if endpoint.dns.dnssec == "required":
         unsigned = [a for a in signed if not a.dnssec.signed and not a.dnssec.validated]
         if unsigned:

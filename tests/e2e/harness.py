@@ -41,6 +41,8 @@ TOOLS: dict[str, tuple[str, str]] = {
     "promtool": ("/usr/bin/promtool", "prometheus"),
     "alertmanager": ("/usr/bin/prometheus-alertmanager", "prometheus-alertmanager"),
     "amtool": ("/usr/bin/amtool", "prometheus-alertmanager"),
+    "dnssec-keygen": ("/usr/bin/dnssec-keygen", "bind9-utils"),
+    "dnssec-signzone": ("/usr/bin/dnssec-signzone", "bind9-utils"),
 }
 
 
