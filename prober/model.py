@@ -39,7 +39,7 @@ CATALOGUE: dict[str, CodeInfo] = {
         "dns", "warning", "A resolver failed: SERVFAIL, REFUSED, timeout or a bad response.",
         "warning while another resolver answered; critical when none did"),
     "dns.inconsistent": CodeInfo(
-        "dns", "warning", "Resolvers return different answer sets (split-horizon or propagation)."),
+        "dns", "warning", "Resolvers return different answer sets; the label names the cause found: a stale secondary (serial drift), propagation (a resolver behind the authoritative answer) or split-horizon (the views differ)."),
     "dns.stale_resolver": CodeInfo(
         "dns", "warning", "A recursive resolver serves an answer that differs from the authoritative one."),
     "dns.unexpected_address": CodeInfo(

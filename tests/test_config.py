@@ -196,7 +196,11 @@ CASES = [
                                   "unknown key (did you mean 'health_path'?)"),
     ("dns: {ttl: 5}\n", f"{API}: key 'dns.ttl': unknown key (did you mean 'max_ttl'?)"),
     ("dns: {cname: x}\n", f"{API}: key 'dns.cname': unknown key (known keys: expect_addresses, expect_cname, "
-                          "max_ttl)"),
+                          "max_ttl, dnssec, rrsig_min_hours)"),
+    ("dns: {dnssec: yes}\n", f"{API}: key 'dns.dnssec': must be auto or required or off "
+                             "(got yes, which YAML reads as true)"),
+    ("dns: {rrsig_min_hours: -1}\n", f"{API}: key 'dns.rrsig_min_hours': must be a number of hours 0..8760, "
+                                     "like 48 (got -1)"),
     ("resolvers:\n  - {address: 127.0.0.1, viw: public}\n",
      "probes.yaml:4: endpoint 'api.example.com': key 'resolvers': resolver key 'viw': unknown key "
      "(did you mean 'view'?)"),
