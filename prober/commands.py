@@ -62,7 +62,7 @@ def split_target(raw: str) -> tuple[str, dict]:
         raise ConfigError([f"{raw!r} is not a hostname or an https:// URL: {bare}"])
     if url.username is not None or url.query or url.fragment:
         raise ConfigError([f"{raw!r} holds user info, a query or a fragment, which a probe does not send: {bare}"])
-    if url.hostname.startswith("["):
+    if ":" in url.hostname:  # urlsplit drops the brackets of an IPv6 literal
         raise ConfigError([f"{raw!r} names an IP address: use --connect-to ADDR with the hostname"])
     keys: dict = {}
     if port is not None:

@@ -79,7 +79,7 @@ async def explain(fetch: Fetch, response: dns.message.Message) -> str | None:
         return f"no DNSKEY RRset for {zone} could be fetched, so no signature can validate"
     key_sigs = keys_reply.get_rrset(keys_reply.answer, signer, dns.rdataclass.IN, dns.rdatatype.RRSIG,
                                     dns.rdatatype.DNSKEY)
-    failure = _check(keys, key_sigs, {signer: keys}, zone)
+    failure = _check(keys, key_sigs, {signer: keys}, zone) or await _ds_mismatch(fetch, signer, keys, zone)
     if failure:
         return failure
     for rrset in response.answer:
@@ -90,6 +90,25 @@ async def explain(fetch: Fetch, response: dns.message.Message) -> str | None:
         if failure:
             return failure
     return None
+
+
+async def _ds_mismatch(fetch: Fetch, signer: dns.name.Name, keys: dns.rrset.RRset, zone: str) -> str | None:
+    """The parent's DS RRset, when none of it matches a key of the DNSKEY RRset (a botched key rollover)."""
+    reply = await fetch(signer, dns.rdatatype.DS)
+    ds_set = reply and reply.get_rrset(reply.answer, signer, dns.rdataclass.IN, dns.rdatatype.DS)
+    if not ds_set:
+        return None
+    for ds in ds_set:
+        for key in keys:
+            try:
+                if dns.dnssec.make_ds(signer, key, ds.digest_type) == ds:
+                    return None
+            except (dns.dnssec.UnsupportedAlgorithm, ValueError, dns.exception.DNSException):
+                continue
+    tags = ", ".join(str(ds.key_tag) for ds in ds_set)
+    have = ", ".join(str(dns.dnssec.key_id(key)) for key in keys)
+    return (f"the DS for {zone} at its parent (key tag {tags}) matches no key in the zone's DNSKEY RRset "
+            f"(key tags {have}): a key rollover that replaced the key before the DS")
 
 
 def _check(rrset: dns.rrset.RRset, sigs: dns.rrset.RRset | None, keys: dict, zone: str) -> str | None:

@@ -66,6 +66,20 @@ def hint_for(code: str, endpoint: Endpoint) -> str:
                                    "(internal vs internet-facing) and which zone (private/public) holds the record",
             "dns.publicly_resolvable": "delete or patch the public record now; check the ingress class and "
                                        "the public-zone annotation",
+            "dns.dangling_cname": f"dig {host} +trace; delete the CNAME or re-create its target at the "
+                                  "provider now (anyone can claim a deleted resource name)",
+            "dns.dnssec_bogus": f"dig +dnssec {host}; dig +dnssec +cd {host}; dig +dnssec DNSKEY <zone> "
+                                "@<authoritative-ns> +norecurse: re-sign the zone or fix the DS at the parent",
+            "dns.rrsig_expiring": "dig +dnssec DNSKEY <zone> @<authoritative-ns> +norecurse; check that the "
+                                  "signer (knot/bind auto-signing, the provider's signing job) is running",
+            "dns.dnssec_missing": f"dig +dnssec {host}; dig DS <zone> @<parent-ns> +norecurse: sign the zone "
+                                  "and publish its DS",
+            "dns.delegation_mismatch": "dig NS <zone> @<parent-ns> +norecurse; dig NS <zone> "
+                                       "@<authoritative-ns> +norecurse: make the registrar's NS set match the zone's",
+            "dns.lame_delegation": "dig SOA <zone> @<that-ns> +norecurse: serve the zone there, or remove "
+                                   "the server from the NS set and the delegation",
+            "dns.serial_drift": "dig SOA <zone> @<each-ns> +norecurse; repair the transfer to the server "
+                                "that is behind (NOTIFY, allow-transfer, TSIG), then retransfer",
         }.get(code, _dig(host))
         extra = _lookup(_DNS_PROVIDER, endpoint.dns_provider, host)
         return f"{base}; {extra}" if extra else base

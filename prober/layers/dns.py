@@ -7,6 +7,7 @@ zone's own servers say (RD=0), and with the other resolvers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import time
@@ -18,6 +19,7 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.opcode
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
@@ -67,7 +69,7 @@ class UdpExchange(asyncio.DatagramProtocol):
     """
 
     def __init__(self) -> None:
-        self._pending: dict[tuple[str, int, int], tuple[dns.message.Message, asyncio.Future]] = {}
+        self._pending: dict[tuple[str, int, int], tuple[tuple[dns.name.Name, int], asyncio.Future]] = {}
         self._transports: dict[int, asyncio.DatagramTransport] = {}
         self._opening = asyncio.Lock()  # concurrent first queries must share one socket, not race to make six
 
@@ -77,13 +79,13 @@ class UdpExchange(asyncio.DatagramProtocol):
         entry = self._pending.get((addr[0], addr[1], int.from_bytes(data[:2], "big")))
         if entry is None or entry[1].done():
             return
-        query, future = entry
+        question, future = entry
         try:
             response = dns.message.from_wire(data, keyring=None, request_mac=b"", one_rr_per_rrset=False)
         except (dns.exception.DNSException, ValueError) as exc:
             future.set_exception(dns.exception.DNSException(f"malformed reply: {_describe(exc)}"))
             return
-        if not query.is_response(response):
+        if not _answers(response, question):
             future.set_exception(dns.exception.DNSException("the reply does not answer the question asked"))
         else:
             future.set_result(response)
@@ -100,17 +102,19 @@ class UdpExchange(asyncio.DatagramProtocol):
                     lambda: self, local_addr=local, family=family)
             return self._transports[family]
 
-    async def query(self, query: dns.message.Message, address: str, port: int, timeout: float
-                    ) -> dns.message.Message:
+    async def query(self, question: tuple[dns.name.Name, int], wire: bytes, address: str, port: int,
+                    timeout: float) -> dns.message.Message:
+        """Send `wire` (a query for `question`, built once and shared) with a fresh ID."""
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         transport = await self._transport(family)
-        while (address, port, query.id) in self._pending:
-            query.id = dns.entropy.random_16()
-        key = (address, port, query.id)
+        query_id = dns.entropy.random_16()
+        while (address, port, query_id) in self._pending:
+            query_id = dns.entropy.random_16()
+        key = (address, port, query_id)
         future = asyncio.get_running_loop().create_future()
-        self._pending[key] = (query, future)
+        self._pending[key] = (question, future)
         try:
-            transport.sendto(query.to_wire(), (address, port))
+            transport.sendto(query_id.to_bytes(2, "big") + wire[2:], (address, port))
             async with asyncio.timeout(timeout):
                 response = await future
         except TimeoutError:
@@ -118,6 +122,7 @@ class UdpExchange(asyncio.DatagramProtocol):
         finally:
             del self._pending[key]
         if response.flags & dns.flags.TC:
+            query = dns.message.from_wire(query_id.to_bytes(2, "big") + wire[2:])
             response = await dns.asyncquery.tcp(query, address, timeout=timeout, port=port)
         return response
 
@@ -131,12 +136,35 @@ async def _query(udp: UdpExchange, qname: dns.name.Name, rdtype: int, address: s
                  timeout: float, recursion: bool, want_dnssec: bool = True, cd: bool = False
                  ) -> dns.message.Message:
     """Every query carries EDNS (payload EDNS_PAYLOAD), so Extended DNS Errors can come back."""
+    return await udp.query((qname, rdtype), _query_wire(qname, rdtype, recursion, want_dnssec, cd),
+                           address, port, timeout)
+
+
+@functools.lru_cache(maxsize=16384)
+def _query_wire(qname: dns.name.Name, rdtype: int, recursion: bool, want_dnssec: bool, cd: bool) -> bytes:
+    """A query's wire form per question and flags, built once (about 60 bytes): only the ID changes per send.
+
+    Building an EDNS query message and rendering it cost more than the rest of sending it.
+    """
     q = dns.message.make_query(qname, rdtype, use_edns=0, payload=EDNS_PAYLOAD, want_dnssec=want_dnssec)
     if not recursion:
         q.flags &= ~dns.flags.RD
     if cd:
         q.flags |= dns.flags.CD
-    return await udp.query(q, address, port, timeout)
+    return q.to_wire()
+
+
+_NO_QUESTION_OK = frozenset((dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP, dns.rcode.REFUSED))
+
+
+def _answers(response: dns.message.Message, question: tuple[dns.name.Name, int]) -> bool:
+    """Is `response` an answer to our one question (what Message.is_response checks, the ID already matched)?"""
+    if not response.flags & dns.flags.QR or dns.opcode.from_flags(response.flags) != dns.opcode.QUERY:
+        return False
+    if not response.question:
+        return response.rcode() in _NO_QUESTION_OK
+    return (len(response.question) == 1 and response.question[0].name == question[0]
+            and response.question[0].rdtype == question[1] and response.question[0].rdclass == dns.rdataclass.IN)
 
 
 def _walk_answer(response: dns.message.Message, qname: dns.name.Name, rdtype: int

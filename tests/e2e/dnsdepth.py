@@ -14,7 +14,9 @@ which the tests point at that port):
 
 Zones are signed with dnssec-signzone with explicit inception and expiration
 times: good (valid 30 days), soon (expires in 10 hours), expired (expired two
-days ago), big (expired, with a DNSKEY RRset too large for UDP).
+days ago), big (expired, with a DNSKEY RRset too large for UDP), rollover (valid
+signatures, but its DS at the parent and the resolvers' trust anchor are for a key
+it dropped).
 """
 from __future__ import annotations
 
@@ -40,7 +42,10 @@ SIGNED = {  # zone -> (inception, expiration) as dnssec-signzone takes them, and
     # two days past: beyond the day of clock skew validating resolvers allow an expired signature
     "expired.lab.test": ("now-5184000", "now-172800", "ECDSAP256SHA256"),
     "big.lab.test": ("now-5184000", "now-172800", "RSASHA256"),
+    # validly signed, but its DS (the parent's, and the resolvers' trust anchor) is for a key it no longer has
+    "rollover.lab.test": ("now-3600", "now+2592000", "ECDSAP256SHA256"),
 }
+ROLLED = "rollover.lab.test"
 BIG_KEYS = 4  # 2048-bit RSA DNSKEYs and their signatures: well over the 1232-byte UDP payload
 MANY_NS = 100
 
@@ -80,6 +85,7 @@ def zones(lab_subnet: str) -> tuple[str, dict[str, str], dict[str, str], dict[st
     parent = _soa(PARENT, 1) + ["@ NS ns1", f"ns1 A {lab_subnet}.61"]
     delegations: dict[str, dict[str, str | None]] = {
         "good": {"ns.good": a}, "soon": {"ns.soon": a}, "expired": {"ns.expired": a}, "big": {"ns.big": a},
+        "rollover": {"ns.rollover": a},
         "drift": {"a.drift": a, "b.drift": b}, "lame": {"a.lame": a, "x.lame": lame},
         "mismatch": {"a.mismatch": a},  # the zone itself also lists b.mismatch
         "many": {f"ns{i}.many": a for i in range(MANY_NS)},
@@ -96,6 +102,7 @@ def zones(lab_subnet: str) -> tuple[str, dict[str, str], dict[str, str], dict[st
         "soon.lab.test": _child("soon.lab.test", rel["soon"], www),
         "expired.lab.test": _child("expired.lab.test", rel["expired"], www),
         "big.lab.test": _child("big.lab.test", rel["big"], www),
+        "rollover.lab.test": _child("rollover.lab.test", rel["rollover"], www),
         "drift.lab.test": _child("drift.lab.test", rel["drift"], www, serial=10),
         "lame.lab.test": _child("lame.lab.test", rel["lame"], www),
         "mismatch.lab.test": _child("mismatch.lab.test", {"a": a, "b": b}, www, serial=3),
@@ -130,6 +137,17 @@ def _sign(workdir: Path, zone: str, text: str) -> tuple[str, Path]:
     return signed.read_text(), keydir / f"dsset-{zone}."
 
 
+def _lost_key_ds(workdir: Path, zone: str) -> Path:
+    """The DS of a key the zone never published: what a rollover that dropped the old key too soon leaves."""
+    lost = workdir / "keys" / f"{zone}-lost"
+    lost.mkdir(parents=True, exist_ok=True)
+    name = run([tool("dnssec-keygen"), "-q", "-K", lost, "-a", "ECDSAP256SHA256", "-f", "KSK", zone]).stdout.strip()
+    ds = run([tool("dnssec-dsfromkey"), "-2", lost / f"{name}.key"]).stdout
+    path = lost / f"dsset-{zone}."
+    path.write_text(ds)
+    return path
+
+
 def _knot(workdir: Path, name: str, address: str, port: int, zone_texts: dict[str, str]) -> Service:
     conf = knot_conf(workdir, address, port, list(zone_texts))
     for zone, text in zone_texts.items():
@@ -156,6 +174,9 @@ def start(workdir: Path, subnet: str) -> DepthLab:
     anchors = []
     for zone in SIGNED:
         child_a[zone], ds = _sign(workdir, zone, child_a[zone])
+        if zone == ROLLED:
+            ds = _lost_key_ds(workdir, zone)
+            parent += ds.read_text()  # the registrar still publishes the old key's DS
         anchors.append(ds)
     hosts = [f"{subnet}.{n}" for n in (61, 62, 63, 64, 66)]
     port = free_port(*hosts)

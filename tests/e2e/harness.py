@@ -43,6 +43,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "amtool": ("/usr/bin/amtool", "prometheus-alertmanager"),
     "dnssec-keygen": ("/usr/bin/dnssec-keygen", "bind9-utils"),
     "dnssec-signzone": ("/usr/bin/dnssec-signzone", "bind9-utils"),
+    "dnssec-dsfromkey": ("/usr/bin/dnssec-dsfromkey", "bind9-utils"),
 }
 
 

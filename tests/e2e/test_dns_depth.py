@@ -39,7 +39,7 @@ from prober.render import to_dict
 pytestmark = pytest.mark.e2e
 
 TIMEOUT = 8.0
-SIGNED_NAMES = ("good", "soon", "expired", "big", "drift", "lame", "mismatch", "many", "cnamens")
+SIGNED_NAMES = ("good", "soon", "expired", "big", "rollover", "drift", "lame", "mismatch", "many", "cnamens")
 
 
 @dataclass
@@ -176,6 +176,13 @@ def test_a_dnskey_rrset_too_large_for_udp_comes_over_tcp(fresh: Site, monkeypatc
     assert codes(report) == ["dns.dnssec_bogus"]
     assert "DNSKEY" in asked  # TC=1 over UDP, then TCP
     assert "expired at" in finding(report, "dns.dnssec_bogus").message  # the big DNSKEY RRset was read
+
+
+def test_a_ds_for_a_key_the_zone_no_longer_has_is_bogus_and_names_the_ds(fresh: Site) -> None:
+    report = run_probe(fresh, "www.rollover.lab.test")
+    assert codes(report) == ["dns.dnssec_bogus"], report.verdict.message
+    message = finding(report, "dns.dnssec_bogus").message
+    assert "the DS for rollover.lab.test at its parent" in message and "matches no key" in message
 
 
 def test_required_dnssec_on_an_unsigned_zone_warns(fresh: Site) -> None:
