@@ -68,9 +68,9 @@ async def check(zone: str, ns_names: tuple[str, ...], known: tuple[ResolverSpec,
                          for n in names)),
         _parent(zone, deadline, port, ask_server, find_zone))
     child_ns = await _apex_ns(zone, servers, deadline, port, ask_server)
-    result = Delegation(zone=zone, parent=parent[0], parent_ns=parent[1], child_ns=child_ns or tuple(sorted(names)),
-                        servers=tuple(servers), parent_error=parent[2], ns_total=len(ns_names),
-                        checked_at=time.time())
+    result = Delegation(zone=zone, parent=parent[0], parent_ns=parent[1],
+                        child_ns=child_ns or tuple(sorted(ns_names)), servers=tuple(servers),
+                        parent_error=parent[2], ns_total=len(ns_names), checked_at=time.time())
     complete = time.monotonic() < deadline and all(s.rcode != "UNKNOWN" for s in servers)
     if complete:  # remember it for the zone's next endpoints and probes
         if len(_checked) >= _CACHE_MAX:
