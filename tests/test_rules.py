@@ -133,6 +133,7 @@ OWN_ALERT = {
     "tls.expiring": "ProberCertificateExpiryUrgent",
     "dns.dnssec_bogus": "ProberDNSSECBogus",
     "dns.dangling_cname": "ProberDNSDanglingCNAME",
+    "http.waf_blocked": "ProberHTTPWAFBlocked",
 }
 
 
