@@ -17,7 +17,7 @@ LAYERS: tuple[str, ...] = ("dns", "tls", "http")
 EXIT_CODES: dict[str, int] = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
 SEVERITY_RANK: dict[str, int] = {"ok": 0, "skipped": 0, "warning": 1, "unknown": 2, "critical": 3}
 
-# Certificate lifecycle tiers (seed section 21), in the order of expiry_days.
+# Certificate lifecycle tiers, in the order of expiry_days.
 EXPIRY_TIERS: tuple[str, ...] = ("warning", "high", "urgent", "incident", "outage")
 
 
@@ -46,9 +46,9 @@ CATALOGUE: dict[str, CodeInfo] = {
         "dns", "critical", "An answer holds an address outside dns.expect_addresses."),
     "dns.unexpected_cname": CodeInfo("dns", "critical", "The CNAME target differs from dns.expect_cname."),
     "dns.private_address": CodeInfo(
-        "dns", "critical", "A public endpoint resolves to a non-global address (seed 26.4)."),
+        "dns", "critical", "A public endpoint resolves to a non-global address (wrong load balancer scheme, or the record is in the public zone by mistake)."),
     "dns.publicly_resolvable": CodeInfo(
-        "dns", "critical", "A private endpoint is answered by a resolver of view public (seed 26.5)."),
+        "dns", "critical", "A private endpoint is answered by a resolver of view public (an internal name leaked into the public zone)."),
     "dns.ttl_above_max": CodeInfo("dns", "warning", "An answer's TTL is above dns.max_ttl."),
     "tls.connect_failed": CodeInfo("tls", "critical", "No TCP connection to the TLS port."),
     "tls.handshake_failed": CodeInfo("tls", "critical", "The TLS handshake did not complete."),
@@ -72,6 +72,9 @@ CATALOGUE: dict[str, CodeInfo] = {
     "http.health_failed": CodeInfo(
         "http", "critical", "The health path answered the wrong status or body, or did not answer."),
     "http.connect_failed": CodeInfo("http", "warning", "No connection to the plain-HTTP port."),
+    "http.waf_blocked": CodeInfo(
+        "http", "critical", "The health or redirect request was answered by a WAF or bot-protection block "
+                            "page (AWS WAF, Azure WAF, Cloudflare, Akamai, Imperva), not by the application."),
 }
 
 
@@ -282,10 +285,12 @@ class HttpExchange:
     edge: str | None = None  # which layer answered, when its signature is recognised
     ok: bool = False
     first_byte_seconds: float | None = None
+    blocked_by: str | None = None  # the WAF or bot protection whose block page answered
 
     def to_dict(self) -> dict:
         return {"url": self.url, "address": self.address, "status": self.status,
                 "location": self.location, "ok": self.ok, "error": self.error, "edge": self.edge,
+                "blocked_by": self.blocked_by,
                 "body_bytes": self.body_bytes,
                 "first_byte_seconds": None if self.first_byte_seconds is None
                 else round(self.first_byte_seconds, 6)}

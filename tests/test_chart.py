@@ -721,8 +721,54 @@ def test_chart_reads_the_one_rules_file_and_keeps_no_copy() -> None:
     template = (CHART / "templates" / "prometheusrule.yaml").read_text()
     assert 'fromYaml (.Files.Get "files/alerts.yaml")' in template
     copies = [p.relative_to(ROOT).as_posix() for p in (*CHART.rglob("*"), *(ROOT / "deploy").rglob("*"))
-              if p.is_file() and p.name != "alerts.yaml" and "prober_tls_earliest_expiry_timestamp_seconds" in p.read_text()]
+              if p.is_file() and p.name not in ("alerts.yaml", "grafana-dashboard.json")  # the dashboard reads it too
+              and "prober_tls_earliest_expiry_timestamp_seconds" in p.read_text()]
     assert copies == []
+
+
+# --------------------------------------------------------------------------
+# The Grafana dashboard
+# --------------------------------------------------------------------------
+DASHBOARD_FILE = CHART / "files" / "grafana-dashboard.json"
+
+
+def _dashboards(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"]["labels"]]
+
+
+def test_the_dashboard_is_off_by_default(chart) -> None:
+    for name in VALID:
+        if name != "valid-grafana-dashboard.yaml":
+            assert _dashboards(render(chart, name)) == [], name
+
+
+def test_the_dashboard_configmap_is_for_the_grafana_sidecar(chart) -> None:
+    docs = render(chart, "valid-grafana-dashboard.yaml")
+    (cm,) = _dashboards(docs)
+    meta = cm["metadata"]
+    assert meta["labels"]["grafana_dashboard"] == "1" and meta["labels"]["app.kubernetes.io/instance"] == "prober"
+    assert meta["namespace"] == "grafana" and meta["annotations"] == {"grafana_folder": "Probes"}
+    assert list(cm["data"]) == ["prober-dashboard.json"]
+    assert json.loads(cm["data"]["prober-dashboard.json"]) == json.loads(DASHBOARD_FILE.read_text())
+    # The sidecar's label can be what another Grafana selects; the release's namespace by default.
+    docs = render(chart, "valid-grafana-dashboard.yaml",
+                  grafanaDashboard={"enabled": True, "labels": {"grafana_dashboard": "prober", "team": "sre"}})
+    (cm,) = _dashboards(docs)
+    assert cm["metadata"]["namespace"] == "monitoring" and "annotations" not in cm["metadata"]
+    assert {k: cm["metadata"]["labels"][k] for k in ("grafana_dashboard", "team")} == {
+        "grafana_dashboard": "prober", "team": "sre"}
+
+
+def test_the_dashboard_values_are_checked(chart) -> None:
+    with pytest.raises(helm.HelmValuesError, match="grafanaDashboard"):
+        _render_text(chart, {**_fixture("valid-minimal.yaml"), "grafanaDashboard": {"enable": True}})
+    with pytest.raises(helm.HelmValuesError, match="grafanaDashboard"):
+        _render_text(chart, {**_fixture("valid-minimal.yaml"), "grafanaDashboard": {"labels": {"grafana_dashboard": 1}}})
+
+
+def test_the_chart_reads_the_one_dashboard_file() -> None:
+    template = (CHART / "templates" / "grafana-dashboard.yaml").read_text()
+    assert '.Files.Get "files/grafana-dashboard.json"' in template
 
 
 def test_notes_tell_how_to_check_the_install(chart) -> None:
@@ -748,3 +794,14 @@ def test_every_value_is_documented_in_the_readme() -> None:
     missing = [k for k in leaves(values) if f"`{k}`" not in readme]
     assert missing == [], f"values without a row in helm/prober/README.md: {missing}"
     assert "helm install" in readme
+
+
+@pytest.mark.parametrize("workers, expected", [(2, 2), ("auto", None)])
+def test_workers_reach_the_prober_flags(chart, workers: Any, expected: int | None) -> None:
+    from prober.service.app import parse_workers
+    pod = workload(render(chart, "valid-minimal.yaml", workers=workers))["spec"]["template"]["spec"]
+    args = build_parser().parse_args(pod["containers"][0]["args"])
+    assert args.workers == str(workers)
+    assert parse_workers(args.workers) >= 1 and (expected is None or parse_workers(args.workers) == expected)
+    default = workload(render(chart, "valid-minimal.yaml"))["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--workers" not in default

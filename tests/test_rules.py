@@ -35,7 +35,7 @@ ALERTS_DOC = ROOT / "docs" / "alerts.md"
 METRICS_DOC = ROOT / "docs" / "metrics.md"
 RUNBOOK_URL = "https://github.com/prober-dev/prober/blob/main/docs/runbook.md#"
 
-# docs/alerts.md: the seed's expiry tiers are the whole severity vocabulary.
+# docs/alerts.md: the certificate lifecycle tiers are the whole severity vocabulary.
 SEVERITIES = EXPIRY_TIERS
 PAGING = {"outage", "incident"}
 JOIN = "* on (hostname) group_left (owner_team, app_owner)"
@@ -131,6 +131,7 @@ OWN_ALERT = {
     "tls.not_yet_valid": "ProberTLSChainNotVerified",
     "tls.expired": "ProberCertificateExpiryOutage",
     "tls.expiring": "ProberCertificateExpiryUrgent",
+    "http.waf_blocked": "ProberHTTPWAFBlocked",
 }
 
 

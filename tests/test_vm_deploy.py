@@ -74,7 +74,7 @@ def test_systemd_rates_the_sandbox_ok(verifiable_unit: Path) -> None:
     assert "Overall exposure level" in last, done.stdout + done.stderr
     exposure = float(last.split(":")[-1].split()[0])
     print(f"\nsystemd-analyze security: {last}")
-    assert exposure <= 2.0, last  # "OK" band; the brief's hardening set scores 1.4
+    assert exposure <= 2.0, last  # "OK" band; the unit's hardening set scores 1.4
 
 
 def test_unit_hardening() -> None:
@@ -103,6 +103,11 @@ def test_unit_command_lines_parse_with_the_real_cli() -> None:
     args = build_parser().parse_args(start[1:-1] + ["--location", "dc1", "--shard", "0/2"])
     assert (args.command, args.config, args.listen, args.location, args.shard) == \
         ("serve", "/etc/prober/probes.yaml", "0.0.0.0:9716", "dc1", "0/2")
+    # --workers comes from PROBER_WORKERS: the unit's default, or auto from /etc/default/prober.
+    assert args.workers == "$PROBER_WORKERS"
+    environment = dict(kv.split("=", 1) for line in service["Environment"] for kv in line.split())
+    from prober.service.app import parse_workers
+    assert environment["PROBER_WORKERS"] == "1" and parse_workers("auto") >= 1
 
 
 def test_prometheus_example_loads_the_one_rules_file(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ class Site:
 
 SITES: tuple[Site, ...] = (
     Site("healthy", "full chain, https redirect, HSTS, /healthz 200", (), "ok"),
-    Site("unknown-sni", "no server block: the default_server answers with another name's certificate (seed 26.2)",
+    Site("unknown-sni", "no server block: the default_server answers with another name's certificate",
          ("tls.hostname_mismatch",), "critical", cert="none", alerts=("ProberTLSHostnameMismatch",)),
     Site("leaf-only", "ssl_certificate holds the leaf without its intermediate", ("tls.incomplete_chain",),
          "critical", cert="leaf_only", alerts=("ProberTLSChainNotVerified",)),

@@ -64,6 +64,10 @@ spec:
         - --shard
         - {{ printf "ordinal/%d" (int .Values.shards) | quote }}
         {{- end }}
+        {{- if ne (toString .Values.workers) "1" }}
+        - --workers
+        - {{ .Values.workers | quote }}
+        {{- end }}
         {{- with .Values.location }}
         - --location
         - {{ . | quote }}
