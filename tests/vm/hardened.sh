@@ -39,7 +39,7 @@ exec unshare --mount --propagation private --pid --fork -- bash -euo pipefail -c
   # NoNewPrivileges=yes and empty CapabilityBoundingSet= / AmbientCapabilities=.
   umask 0077
   exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin LANG=C.UTF-8 \
-      PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PROBER_OPTS="--location dc1" \
+      PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PROBER_WORKERS=1 PROBER_OPTS="--location dc1" \
     prlimit --nofile=16384:16384 -- \
     setpriv --reuid="$uid" --regid="$uid" --clear-groups --no-new-privs \
       --inh-caps=-all --ambient-caps=-all --bounding-set=-all -- \
