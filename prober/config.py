@@ -19,6 +19,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import urlsplit
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -602,6 +603,62 @@ def _expiry_days_field(v: _V, env: _Env) -> tuple[int, ...]:
     return tuple(days)
 
 
+def _fraction(v: _V, what: str, low: float, high: float, low_open: bool = True) -> float:
+    value = v.value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _bad(v, what)
+    if value < low or value > high or (low_open and value == low):
+        raise _bad(v, what)
+    return float(value)
+
+
+def _expiry_fractions_field(v: _V, env: _Env) -> tuple[float, ...]:
+    count = len(EXPIRY_TIERS) - 1  # the outage tier stays at its days
+    what = (f"null, or {count} shares of the lifetime in (0, 1], strictly decreasing, for the tiers "
+            f"{'/'.join(EXPIRY_TIERS[:count])}, like [0.333, 0.167, 0.083, 0.033]")
+    items = v.value if isinstance(v.value, list) else None
+    try:
+        shares = [_fraction(i, what, 0.0, 1.0) for i in items or ()]
+    except _Invalid:
+        shares = []
+    if items is None or len(shares) != count or any(a <= b for a, b in zip(shares, shares[1:])):
+        shown = "[" + ", ".join(i.raw or _show(i) for i in items) + "]" if items is not None else _show(v)
+        raise _Invalid(f"must be {what} (got {_clip(shown)})", v.line)
+    return tuple(shares)
+
+
+def _ari_field(v: _V, env: _Env) -> str:
+    """auto, off, or an ACME directory URL: https://, or http:// on a loopback address only."""
+    if v.value is False:  # YAML 1.1 reads a bare `off` as false
+        return "off"
+    what = "auto, off, or the https:// URL of an ACME directory"
+    text = _str(v, what).strip()
+    if text in ("auto", "off"):
+        return text
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise _bad(v, what) from None
+    loopback = host == "localhost" or _is_loopback(host)
+    if not host or parts.scheme not in ("https", "http") or (parts.scheme == "http" and not loopback):
+        raise _bad(v, what + " (plain http:// only on a loopback address)")
+    return text
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _caa_identities_field(v: _V, env: _Env) -> tuple[str, ...]:
+    items = _list(v, "a list of CAA issuer domain names, like [pki.example.com]")
+    return tuple(dict.fromkeys(_collect(items, lambda item: _hostname_field(item, env))))
+
+
 def _tls_version_field(v: _V, env: _Env) -> str:
     text = repr(v.value) if isinstance(v.value, float) else v.value  # YAML reads 1.2 as a float
     if text in TLS_VERSIONS:
@@ -715,6 +772,7 @@ _ENDPOINT_SPEC: dict[str, Any] = {
     "authoritative": _authoritative_field,
     "ca_file": _optional(_ca_file_field),
     "expiry_days": _expiry_days_field,
+    "expiry_fractions": _optional(_expiry_fractions_field),
     "tls_min_version": _tls_version_field,
     "visibility": _optional(lambda v, env: _choice(v, ("public", "private"))),
     "owner_team": _optional(_text_field),
@@ -726,7 +784,11 @@ _ENDPOINT_SPEC: dict[str, Any] = {
     "connect_to": _optional(_ip_field),
     "dns": {"expect_addresses": _addresses_field, "expect_cname": _optional(_hostname_field),
             "max_ttl": _optional(_max_ttl_field)},
-    "tls": {"port": _port_field, "expect_issuer": _optional(_text_field)},
+    "tls": {"port": _port_field, "expect_issuer": _optional(_text_field),
+            "renewal_at": lambda v, env: _fraction(v, "a share of the lifetime in (0, 1), like 0.667", 0.0, 0.999),
+            "renewal_grace": lambda v, env: _fraction(v, "a share of the lifetime in [0, 1), like 0.1", 0.0,
+                                                      0.999, low_open=False),
+            "ari": _ari_field, "caa_identities": _caa_identities_field},
     "http": {"port": _port_field, "redirect": lambda v, env: _bool(v), "hsts": lambda v, env: _bool(v),
              "health_path": _health_path_field, "expect_status": _status_field,
              "expect_body": _optional(_regex_field), "headers": _headers_field},
