@@ -57,6 +57,11 @@ def span(days: float) -> str:
     return f"{days * 24:.1f} hours" if abs(days) < 2 else f"{days:.1f} days"
 
 
+def lifetime_text(cert: CertInfo) -> str:
+    """'a 6-day certificate', 'a 45-day certificate'."""
+    return f"a {round(lifetime_days(cert), 1):g}-day certificate"
+
+
 def _date(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -124,8 +129,7 @@ def _overdue(endpoint: Endpoint, leaf: CertInfo, state: Renewal, now: float) -> 
         return []  # not due yet; or expired, which tls.expired says
     host, window = endpoint.hostname, state.ari
     inspect = RENEWAL_INSPECT.get((endpoint.certificate_source or "").lower(), _DEFAULT_INSPECT)
-    head = (f"the leaf served for {host} (serial {leaf.serial}, a {span(state.lifetime_days)} certificate) "
-            f"has not been renewed")
+    head = f"the leaf served for {host} (serial {leaf.serial}, {lifetime_text(leaf)}) has not been renewed"
     if window is not None and now >= window.end:
         return [_finding(endpoint, "tls.renewal_overdue",
                          f"{head}: its CA's renewal window ended {_date(window.end)}, so the CA asked for it to "

@@ -334,7 +334,7 @@ def _expiring(endpoint: Endpoint, t: TlsTarget, where: str) -> list[Finding]:
     at = renewal.span(limits[EXPIRY_TIERS.index(tier)])
     return [_finding(endpoint, "tls.expiring",
                      f"the certificate served for {endpoint.hostname} expires in {renewal.span(soonest.days_left)} "
-                     f"(tier {tier} at {at} for a {renewal.span(renewal.lifetime_days(soonest))} certificate; "
+                     f"(tier {tier} at {at} for {renewal.lifetime_text(soonest)}; "
                      f"{soonest.position} {soonest.subject}) {where}", t.endpoint, severity, tier)]
 
 
