@@ -114,7 +114,9 @@ async def assess(endpoint: Endpoint, result: TlsResult, dns_ran: bool, deadline:
                     lifetime_days=lifetime_days(newest), thresholds_days=thresholds(endpoint, soonest),
                     lifetime_due=lifetime_due(endpoint, newest), due=due, ari=window)
     now = time.time()
-    tls_findings = [*_overdue(endpoint, newest, state, now), *_mixed(endpoint, targets, newest, now)]
+    expired = now >= soonest.not_after  # tls.expired says it, and the outage alert fires instead
+    overdue = [] if expired else _overdue(endpoint, newest, state, now)
+    tls_findings = [*overdue, *_mixed(endpoint, targets, newest, now)]
     dns_findings = [_caa_finding(endpoint, caa_found, why, name, ids) for why, name, ids in forbidden]
     notes = tuple(n for n in (ari_note, caa_note) if n)
     return Assessment(state, caa_found, tuple(tls_findings), tuple(dns_findings), notes)
@@ -125,8 +127,8 @@ async def _nothing() -> tuple[None, list, None]:
 
 
 def _overdue(endpoint: Endpoint, leaf: CertInfo, state: Renewal, now: float) -> list[Finding]:
-    if now < state.due or now >= leaf.not_after:
-        return []  # not due yet; or expired, which tls.expired says
+    if now < state.due:
+        return []
     host, window = endpoint.hostname, state.ari
     inspect = RENEWAL_INSPECT.get((endpoint.certificate_source or "").lower(), _DEFAULT_INSPECT)
     head = f"the leaf served for {host} (serial {leaf.serial}, {lifetime_text(leaf)}) has not been renewed"
