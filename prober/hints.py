@@ -66,13 +66,15 @@ def hint_for(code: str, endpoint: Endpoint) -> str:
                                    "(internal vs internet-facing) and which zone (private/public) holds the record",
             "dns.publicly_resolvable": "delete or patch the public record now; check the ingress class and "
                                        "the public-zone annotation",
+            "dns.caa_forbids_issuer": f"dig CAA {host}; dig CAA <each parent of {host}>; add an issue (or issuewild) "
+                                      "record for the CA's identity at the name the finding names",
         }.get(code, _dig(host))
         extra = _lookup(_DNS_PROVIDER, endpoint.dns_provider, host)
         return f"{base}; {extra}" if extra else base
     if layer == "tls":
         base = _openssl(host, port)
         if code in ("tls.expired", "tls.expiring", "tls.unexpected_issuer", "tls.untrusted",
-                    "tls.incomplete_chain"):
+                    "tls.incomplete_chain", "tls.renewal_overdue"):
             extra = _lookup(_CERT_SOURCE, endpoint.certificate_source, host)
         else:
             extra = None

@@ -24,7 +24,7 @@ import yaml
 
 from harness import (STARTED, Service, free_port, guard_violations, prober_argv, prober_check, prober_env,
                      stop_since, tcp_open, tool, wait_for)
-from prober.lab.ari import AriResponder
+from prober.lab.ari import AriResponder, certificate_id
 from prober.lab.pki import CA, Issued
 from rulecopies import fast_copy
 from servers import start_knot, start_prober_serve, start_prometheus
@@ -110,6 +110,7 @@ class Lab:
     responder: AriResponder
     ca_file: str
     leaves: dict[str, tuple[Issued, Issued]] = field(default_factory=dict)
+    requests_before_serve: int = 0
 
     def entry(self, site: Site) -> dict[str, Any]:
         knot = f"{self.knot.address}:{self.knot.port}"
@@ -338,6 +339,7 @@ def served(lab: Lab, checked) -> Iterator[tuple[Any, Any]]:
     workdir.mkdir()
     config = lab.config(workdir / "serve.yaml", interval=5)
     mark = len(STARTED)
+    lab.requests_before_serve = len(lab.responder.requests)
     try:
         serve = start_prober_serve(workdir, config, lab.addresses[0], free_port(lab.addresses[0]))
         wait_for("every endpoint probed once", lambda: all(
@@ -399,3 +401,13 @@ def test_the_shipped_rules_raise_exactly_each_sites_alerts(served) -> None:
         labels = alert["labels"]
         if labels.get("hostname") in expected:
             assert labels["owner_team"] == f"team-{BY_HOST[labels['hostname']].name}"
+
+
+def test_serve_asks_the_ca_once_however_many_probes_run(served, lab: Lab) -> None:
+    serve, _ = served
+    runs = sum(_samples(serve.metrics(), "prober_probe_runs_total").values())
+    assert runs >= 3 * len(SITES)  # every endpoint probed several times by now
+    by_serve = lab.responder.requests[lab.requests_before_serve:]
+    for name in ("ari-started", "ari-404"):
+        cid = certificate_id(lab.leaves[name][0].cert)
+        assert sum(1 for p in by_serve if p.endswith("/" + cid)) == 1, name  # until Retry-After, or 5 min after a failure
