@@ -208,10 +208,14 @@ async def window_for(endpoint: Endpoint, leaf: CertInfo, deadline: float) -> tup
         note = None
     except TimeoutError:
         window, seconds = None, FAILURE_RECHECK_SECONDS
-        note = f"ARI: the renewal window of serial {leaf.serial} could not be fetched: {directory} did not answer in {timeout:.1f}s"
+        note = (f"ARI: the renewal window of serial {leaf.serial} could not be fetched: {directory} did not "
+                f"answer in {timeout:.1f}s")
     except AriError as err:
         window, seconds = None, FAILURE_RECHECK_SECONDS
         note = f"ARI: the renewal window of serial {leaf.serial} could not be fetched: {err}"
+    except Exception as exc:  # noqa: BLE001 - a hostile CA answer must never crash a probe
+        window, seconds = None, FAILURE_RECHECK_SECONDS
+        note = f"ARI: the renewal window of serial {leaf.serial} could not be fetched: {type(exc).__name__}"
     if len(_windows) >= _CACHE_MAX:
         _windows.clear()
     _windows[key] = _Cached(time.monotonic() + seconds, window, note)

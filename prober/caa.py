@@ -8,6 +8,7 @@ A lookup that fails is a note in the report, not a finding.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import NamedTuple
 
@@ -152,10 +153,15 @@ async def lookup(endpoint: Endpoint, name: str, deadline: float) -> tuple[Lookup
     if cached is not None and cached[0] > time.monotonic():
         return cached[1], cached[2]
     try:
-        found, ttl = await relevant_rrset(name, server, deadline)
+        async with asyncio.timeout(max(deadline - time.monotonic(), 0.05)):
+            found, ttl = await relevant_rrset(name, server, deadline)
         note, ttl = None, min(max(ttl, MIN_TTL), MAX_TTL)
     except CaaError as err:
         found, note, ttl = None, f"CAA: not checked: {err}", FAILURE_TTL
+    except TimeoutError:
+        found, note, ttl = None, f"CAA: not checked: the lookup for {name} did not finish in time", FAILURE_TTL
+    except Exception as exc:  # noqa: BLE001 - a hostile answer must never crash a probe
+        found, note, ttl = None, f"CAA: not checked: {type(exc).__name__}: {exc}"[:200], FAILURE_TTL
     if len(_cache) >= _CACHE_MAX:
         _cache.clear()
     _cache[key] = (time.monotonic() + ttl, found, note)
