@@ -15,6 +15,7 @@ import json
 import re
 import time
 from datetime import datetime
+from functools import lru_cache
 from typing import NamedTuple
 
 import httpx
@@ -61,6 +62,7 @@ def organisation(issuer_dn: str) -> str | None:
     return re.sub(r"\\(.)", r"\1", match.group(1)) if match else None
 
 
+@lru_cache(maxsize=4096)  # a fleet has few issuers; this runs on every probe
 def directory_for(issuer_dn: str) -> str | None:
     """The ACME directory of the CA that issued a leaf with this issuer name, if it is known to serve ARI."""
     org = organisation(issuer_dn) or ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import lru_cache
 from typing import NamedTuple
 
 import dns.asyncquery
@@ -63,6 +64,7 @@ class Lookup(NamedTuple):
 _cache: dict[tuple[str, int, str], tuple[float, Lookup | None, str | None]] = {}
 
 
+@lru_cache(maxsize=4096)  # a fleet has few issuers; this runs on every probe
 def ca_of(issuer_dn: str) -> tuple[str, tuple[str, ...]] | None:
     org = organisation(issuer_dn) or ""
     return next(((name, ids) for prefix, name, ids in CA_CAA_IDENTITIES if org.startswith(prefix)), None)

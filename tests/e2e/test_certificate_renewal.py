@@ -114,8 +114,9 @@ class Lab:
 
     def entry(self, site: Site) -> dict[str, Any]:
         knot = f"{self.knot.address}:{self.knot.port}"
+        # auto for the others: their issuer is a lab CA, which is never asked
         tls: dict[str, Any] = {"port": self.tls_port, "caa_identities": [CA_IDENTITY],
-                               "ari": self.responder.directory if site.ari else "off"}
+                               "ari": self.responder.directory if site.ari else "auto"}
         return {"hostname": site.hostname, "owner_team": f"team-{site.name}", "app_owner": "renewals",
                 "timeout": f"{TIMEOUT:g}s", "ca_file": self.ca_file,
                 "resolvers": [{"address": knot, "view": "public", "name": "knot"}], "authoritative": knot,
