@@ -52,7 +52,10 @@ class AriResponder:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # a fleet's probes ask at once; the default backlog of 5 drops them
+
+        self.server = Server((host, port), Handler)
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="lab-ari", daemon=True)
 

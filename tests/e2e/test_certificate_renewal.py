@@ -48,6 +48,7 @@ class Site:
     other: tuple[float, float] | None = None  # a different but fresh leaf on the second address
     caa: str | None = None  # "name" | "parent": CAA forbidding the lab CA, at the name or its parent only
     ari: str | None = None  # past | started | now | future | 404 | hang | malformed
+    source: str | None = None  # certificate_source
     tier: str | None = None
 
     @property
@@ -78,6 +79,8 @@ SITES: tuple[Site, ...] = (
          caa="name"),
     Site("www.caa-parent", 90, 80, ("dns.caa_forbids_issuer",), "warning",
          ("ProberCertificateRenewalBlockedByCAA",), caa="parent"),
+    Site("caa-acm", 90, 80, ("dns.caa_forbids_issuer",), "warning", ("ProberCertificateRenewalBlockedByCAA",),
+         source="acm"),  # the apex permits only the lab CA, not Amazon, which certificate_source acm implies
     Site("mixed", 90, 85, ("tls.expiring", "tls.mixed_certificates"), "warning",
          ("ProberCertificateExpiryWarning", "ProberCertificateStaleOnSomeAddresses"), old=(90, 20), tier="warning"),
     Site("per-region", 90, 85, (), "ok", other=(90, 80)),
@@ -118,6 +121,7 @@ class Lab:
         tls: dict[str, Any] = {"port": self.tls_port, "caa_identities": [CA_IDENTITY],
                                "ari": self.responder.directory if site.ari else "auto"}
         return {"hostname": site.hostname, "owner_team": f"team-{site.name}", "app_owner": "renewals",
+                **({"certificate_source": site.source} if site.source else {}),
                 "timeout": f"{TIMEOUT:g}s", "ca_file": self.ca_file,
                 "resolvers": [{"address": knot, "view": "public", "name": "knot"}], "authoritative": knot,
                 "tls": tls, "http": {"port": self.http_port, "health_path": "/healthz"}}
@@ -298,6 +302,8 @@ def test_caa_at_the_name_and_at_a_parent_only(checked) -> None:
     message = run.finding(f"caa-here.{DOMAIN}", "dns.caa_forbids_issuer")["message"]
     assert "permit only other-ca.test to issue" in message and CA_IDENTITY in message
     assert run.reports[f"six-half.{DOMAIN}"]["caa"]["found_at"] == "e2e.test"  # climbed to the apex: permitted
+    acm = run.finding(f"caa-acm.{DOMAIN}", "dns.caa_forbids_issuer")["message"]
+    assert "not Amazon (amazon.com, amazontrust.com, awstrust.com, amazonaws.com), which certificate_source acm" in acm
 
 
 def test_the_stale_address_is_named_with_both_serials_and_dates(checked, lab: Lab) -> None:
@@ -329,7 +335,8 @@ def test_the_text_report_says_the_same(checked, lab: Lab) -> None:
 def test_no_connection_leaves_loopback_and_auto_asks_no_one_for_a_lab_ca(checked, lab: Lab) -> None:
     assert guard_violations(lab.dir / "guard.log") == []
     asked = {p.rsplit("/", 1)[-1] for p in lab.responder.requests if p.startswith("/renewal-info/")}
-    assert len(asked) == sum(1 for s in SITES if s.ari)  # only sites with tls.ari set, once each
+    with_ari = {certificate_id(lab.leaves[s.name][0].cert) for s in SITES if s.ari}
+    assert asked and asked <= with_ari  # the others (tls.ari: auto, a lab CA) were never asked about
 
 
 # ------------------------------------------------------------------ prober serve and the shipped rules
