@@ -879,6 +879,19 @@ def _check_timing(merged: _Layer, own: _Layer, where: str, problems: _Problems) 
                      f"must not exceed interval ({timeout:g}s > {interval:g}s): probes would overlap")
 
 
+def _check_renewal(merged: _Layer, own: _Layer, where: str, problems: _Problems) -> None:
+    """Renewal due at or past the end of the lifetime would never be overdue."""
+    tls = own.get("tls", {})
+    if "renewal_at" not in tls and "renewal_grace" not in tls:
+        return
+    at, grace = merged["tls"]["renewal_at"][0], merged["tls"]["renewal_grace"][0]
+    if at + grace >= 1:
+        line = (tls.get("renewal_at") or tls["renewal_grace"])[1]
+        problems.add(line, where, "tls.renewal_at",
+                     f"plus tls.renewal_grace must stay under 1 ({at:g} + {grace:g}): renewal would be due "
+                     "only once the certificate has expired")
+
+
 def _system_default(env: _Env, problems: _Problems, line: int | None, where: str) -> _Layer:
     """Resolvers not set anywhere default to 'system', expanded once per load."""
     try:
@@ -1008,6 +1021,7 @@ def _parse_defaults(root: _V, env: _Env, problems: _Problems) -> tuple[_Layer, s
         return {}, set()
     defaults = _parse_fields(section, _DEFAULTS_SPEC, env, problems, "defaults")
     _check_timing(_merge([_MODEL_LAYER, defaults]), defaults, "defaults", problems)
+    _check_renewal(_merge([_MODEL_LAYER, defaults]), defaults, "defaults", problems)
     return defaults, set(section.value)
 
 
@@ -1032,6 +1046,7 @@ def _parse_document(text: str, source: str, resolv_conf: str, base_dir: str | No
     for host, where, own in parsed:
         merged = _merge([base, own])
         _check_timing(merged, own, where, problems)
+        _check_renewal(merged, own, where, problems)
         endpoints.append(_assemble(host, merged))
     problems.raise_if_any()
     return Config(endpoints=tuple(endpoints), source=source), base
@@ -1100,5 +1115,6 @@ def build_endpoint(hostname: str, overrides: Mapping[str, Any] | None = None,
     # The fallback sits above base: it exists only when base has no resolvers of its own.
     merged = _merge([_MODEL_LAYER, _layer_of(base) if base is not None else {}, fallback, *given])
     _check_timing(merged, _merge(given), where, problems)
+    _check_renewal(merged, _merge(given), where, problems)
     problems.raise_if_any()
     return _assemble(host["hostname"][0], merged)

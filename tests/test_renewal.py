@@ -219,6 +219,7 @@ def test_renewal_keys_parse():
     ("    tls: {ari: 'http://acme.example.com/directory'}\n", "plain http:// only on a loopback address"),
     ("    tls: {ari: sometimes}\n", "auto, off, or the https:// URL"),
     ("    tls: {caa_identities: ['not a name']}\n", "tls.caa_identities"),
+    ("    tls: {renewal_at: 0.95, renewal_grace: 0.1}\n", "must stay under 1 (0.95 + 0.1)"),
 ])
 def test_bad_renewal_keys_are_one_line_each(line, words):
     with pytest.raises(ConfigError) as err:
