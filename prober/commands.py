@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 
-from .config import ConfigError, build_endpoint, load_config, load_defaults
+from .config import ConfigError, build_endpoint, load_config, load_defaults, parse_duration
 from .model import EXIT_CODES, SEVERITY_RANK, Endpoint
 
 EXIT_UNKNOWN = 3
@@ -26,15 +27,45 @@ def _resolver_flag(text: str) -> object:
     return text
 
 
+# The contract keys the flags of `check` set, so a problem with one is reported by its flag.
+_FLAG_OF_KEY = {"resolvers": "--resolver", "authoritative": "--authoritative", "ca_file": "--ca-file",
+                "connect_to": "--connect-to", "visibility": "--visibility", "timeout": "--timeout",
+                "tls.port": "--https-port", "http.port": "--http-port", "http.health_path": "--health-path"}
+_KEY_PROBLEM = re.compile(r"^command line: endpoint [^:]+: key '([a-z_.]+?)(?:\[\d+\][a-z_.]*)?': ")
+MAX_CHECK_TIMEOUT = 3600.0  # a one-shot check may wait long; not for ever
+
+
+def _name_flags(problems: list[str]) -> list[str]:
+    out = []
+    for problem in problems:
+        m = _KEY_PROBLEM.match(problem)
+        flag = _FLAG_OF_KEY.get(m.group(1)) if m else None
+        out.append(f"{flag}: {problem[m.end():]}" if flag and m else problem)
+    return out
+
+
+def _check_timeout(text: str) -> float:
+    """`check` runs once, so no interval bounds its timeout: only sanity does."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as err:
+        raise ConfigError([f"--timeout: {err}"]) from None
+    if seconds > MAX_CHECK_TIMEOUT:
+        raise ConfigError([f"--timeout: must be at most {MAX_CHECK_TIMEOUT:g}s (got {text!r})"])
+    return seconds
+
+
 def flag_overrides(args: argparse.Namespace) -> dict:
     """The flags as contract keys, so they pass through the config's one validation path."""
     o: dict = {}
     if args.resolver:
         o["resolvers"] = [_resolver_flag(r) for r in args.resolver]
     for flag, key in (("authoritative", "authoritative"), ("ca_file", "ca_file"), ("connect_to", "connect_to"),
-                      ("visibility", "visibility"), ("timeout", "timeout")):
+                      ("visibility", "visibility")):
         if getattr(args, flag) is not None:
             o[key] = getattr(args, flag)
+    if args.timeout is not None:
+        o["timeout"] = o["interval"] = _check_timeout(args.timeout)
     if args.https_port is not None:
         o["tls"] = {"port": args.https_port}
     http = {k: v for k, v in (("port", args.http_port), ("health_path", args.health_path)) if v is not None}
@@ -60,25 +91,39 @@ async def _probe_all(endpoints: list[Endpoint]):
     return await asyncio.gather(*(probe(e) for e in endpoints))
 
 
-def _use_colour(choice: str) -> bool:
-    if choice == "always":
-        return True
-    return choice == "auto" and sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
+def _emit(text: str) -> None:
+    """Print, and stay quiet when the reader has gone (`| head -1`): the exit code still tells."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_stdout()
+
+
+def quiet_stdout() -> None:
+    """After a closed pipe: later writes and flushes (at exit too) must not raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def check(args: argparse.Namespace) -> int:
     try:
         endpoints = endpoints_for(args)
     except ConfigError as err:
-        return _error("\n".join(err.problems))
-    reports = asyncio.run(_probe_all(endpoints))
-    from .render import to_json, to_text
-    if args.json:
-        print(to_json(list(reports)))
-    else:
-        colour = _use_colour(args.color)
-        print("\n\n".join(to_text(r, colour) for r in reports))
+        return _error("\n".join(_name_flags(err.problems)))
+    reports = list(asyncio.run(_probe_all(endpoints)))
     worst = max((r.status for r in reports), key=lambda s: SEVERITY_RANK[s])
+    from .render import to_json, to_text, use_colour
+    if args.json:
+        _emit(to_json(reports))
+    else:
+        from .nagios import first_line
+        colour = use_colour(args.color)
+        # A `|` on any line starts perfdata for Nagios and Icinga: one in server-sent text (a subject,
+        # an error) must not turn the rest of the report into garbage perfdata.
+        detail = "\n\n".join(to_text(r, colour) for r in reports).replace("|", "/")
+        _emit(first_line(reports) + "\n" + detail)
     return EXIT_CODES[worst]
 
 

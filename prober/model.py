@@ -84,6 +84,9 @@ CATALOGUE: dict[str, CodeInfo] = {
     "http.health_failed": CodeInfo(
         "http", "critical", "The health path answered the wrong status or body, or did not answer."),
     "http.connect_failed": CodeInfo("http", "warning", "No connection to the plain-HTTP port."),
+    "http.waf_blocked": CodeInfo(
+        "http", "critical", "The health or redirect request was answered by a WAF or bot-protection block "
+                            "page (AWS WAF, Azure WAF, Cloudflare, Akamai, Imperva), not by the application."),
 }
 
 
@@ -301,10 +304,12 @@ class HttpExchange:
     edge: str | None = None  # which layer answered, when its signature is recognised
     ok: bool = False
     first_byte_seconds: float | None = None
+    blocked_by: str | None = None  # the WAF or bot protection whose block page answered
 
     def to_dict(self) -> dict:
         return {"url": self.url, "address": self.address, "status": self.status,
                 "location": self.location, "ok": self.ok, "error": self.error, "edge": self.edge,
+                "blocked_by": self.blocked_by,
                 "body_bytes": self.body_bytes,
                 "first_byte_seconds": None if self.first_byte_seconds is None
                 else round(self.first_byte_seconds, 6)}

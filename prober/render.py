@@ -1,7 +1,9 @@
-"""Reports to text (for a terminal during an incident) and to JSON (docs/json-schema.md)."""
+"""Reports to text (for a terminal during an incident) and to JSON (docs/json.md)."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from datetime import datetime, timezone
 from typing import Any
 
@@ -10,6 +12,14 @@ from .renewal import span
 
 SCHEMA_VERSION = 1
 _COLOURS = {"ok": "32", "warning": "33", "critical": "31", "unknown": "35", "skipped": "90"}
+
+
+def use_colour(choice: str, stream=None) -> bool:
+    """--color: always, never, or auto = when the stream is a terminal and NO_COLOR is unset."""
+    stream = stream if stream is not None else sys.stdout
+    if choice == "always":
+        return True
+    return choice == "auto" and stream.isatty() and os.environ.get("NO_COLOR") is None
 
 
 # ------------------------------------------------------------------------ JSON
@@ -85,7 +95,7 @@ def to_text(r: Report, colour: bool = False) -> str:
     if r.verdict.hint:
         lines.append(f"  next:    {r.verdict.hint}")
     for layer in r.layers:
-        head = f"  [{layer.name:<4}] {paint(layer.status):<8}"
+        head = f"  [{layer.name:<4}] {paint(layer.status, layer.status.upper().ljust(8))}"
         lines.append(head + (f" {layer.reason}" if layer.reason else f" {layer.duration_seconds * 1000:.0f} ms"))
         for f in layer.findings:
             lines.append(f"         {paint(f.severity, f.severity[:4])} {f.code}: {f.message}")
@@ -151,7 +161,12 @@ def _http_lines(r: Report) -> list[str]:
     out = []
     rd = r.http.redirect
     if rd is not None:
-        got = f"{rd.status} -> {rd.location}" if rd.status else rd.error
+        if rd.status is None:
+            got = rd.error or "no answer"
+        elif rd.location:
+            got = f"{rd.status} -> {rd.location}"
+        else:
+            got = f"{rd.status}, no redirect (no Location header)"
         out.append(f"         redirect {rd.url}: {got}")
     for h in r.http.health:
         got = str(h.status) if h.status is not None else h.error

@@ -13,7 +13,7 @@ _PRIORITY = {code: i for i, code in enumerate((
     "dns.unexpected_cname", "dns.resolver_error", "dns.stale_resolver", "dns.inconsistent", "dns.ttl_above_max",
     "tls.connect_failed", "tls.handshake_failed", "tls.expired", "tls.hostname_mismatch", "tls.incomplete_chain",
     "tls.untrusted", "tls.not_yet_valid", "tls.expiring", "tls.unexpected_issuer", "tls.weak_protocol",
-    "http.health_failed", "http.connect_failed", "http.no_https_redirect", "http.redirect_mismatch",
+    "http.waf_blocked", "http.health_failed", "http.connect_failed", "http.no_https_redirect", "http.redirect_mismatch",
     "http.missing_hsts",
 ))}
 _LAYER_TITLE = {"dns": "DNS", "tls": "TLS", "http": "HTTP"}

@@ -85,7 +85,8 @@ def test_expiry_tiers_grade_severity(lab, capsys):
 def test_verdict_names_the_layer_and_the_served_certificate(lab, capsys):
     code, out, _ = run(capsys, "check", "wrong-host.lab.test", "--config", lab.config_path)
     assert code == 2
-    first, verdict = out.splitlines()[:2]
+    status_line, first, verdict = out.splitlines()[:3]
+    assert status_line.startswith("CRITICAL - TLS: the certificate served for wrong-host.lab.test covers only")
     assert first.startswith("CRITICAL wrong-host.lab.test")
     assert "TLS: the certificate served for wrong-host.lab.test covers only www.other.test, *.other.test" in verdict
     assert "(served by 127.0.0.1:" in verdict
@@ -97,7 +98,9 @@ def test_outside_in_verdict_picks_dns_before_tls(lab, capsys):
     # the old load balancer refuses connections: the verdict is TLS's, and DNS's findings say why
     assert doc["verdict"]["code"] == "tls.connect_failed" and "127.0.0.3" in doc["verdict"]["message"]
     assert "only lab-public still answers 127.0.0.3" in doc["verdict"]["message"]
-    assert doc["verdict"]["hint"].startswith("dig @<lab-public> stale-dns.lab.test")
+    public = next(r["server"] for r in doc["dns"]["resolvers"] if r["resolver"] == "lab-public")
+    addr, port = public.rsplit(":", 1)
+    assert doc["verdict"]["hint"].startswith(f"dig @{addr} -p {port} stale-dns.lab.test and compare with dig @")
     stale = next(f for f in doc["findings"] if f["code"] == "dns.stale_resolver")
     assert "lab-public" in stale["message"] and "127.0.0.3" in stale["message"]
 
@@ -114,7 +117,7 @@ def test_hint_tailored_by_certificate_source(lab, capsys, tmp_path):
     path = tmp_path / "probes.yaml"
     path.write_text(json.dumps(config))
     _, doc = check_json(capsys, "expired.lab.test", "--config", str(path))
-    assert "kubectl describe certificate" in doc["verdict"]["hint"]
+    assert "kubectl get certificate -A" in doc["verdict"]["hint"]
 
 
 def test_edge_signature_says_which_layer_answered(lab, capsys):

@@ -132,6 +132,7 @@ OWN_ALERT = {
     "tls.expired": "ProberCertificateExpiryOutage",
     "tls.expiring": "ProberCertificateExpiryUrgent",
     "tls.renewal_overdue": "ProberCertificateRenewalWindowPassed",
+    "http.waf_blocked": "ProberHTTPWAFBlocked",
 }
 
 

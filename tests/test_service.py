@@ -12,6 +12,7 @@ import http.client
 import os
 import signal
 import socket
+import re
 import subprocess
 import sys
 import threading
@@ -576,4 +577,18 @@ def test_reload_under_load_is_never_half_applied_and_loses_no_series(lab: Lab, t
         until(lambda: hostnames(service.metrics()) == set(shared + only_a), 10, "the last config fully probed")
     finally:
         stop.set()
+        assert service.stop() == 0
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_one_log_line_per_finished_probe_and_none_from_apscheduler(lab: Lab, tmp_path: Path, level: str) -> None:
+    service = Serve(lab.config(tmp_path / "probes.yaml", [WWW, EXPIRED]), "--log-level", level)
+    try:
+        service.wait_ready()
+        line = re.compile(r" INFO prober\.service: probed (\S+): (OK|WARNING|CRITICAL|UNKNOWN) (\S+) in \d+\.\d\ds$")
+        done = until(lambda: (lambda seen: seen if {WWW, EXPIRED} <= set(seen) else None)(
+            {m.group(1): m.groups()[1:] for m in map(line.search, service.lines) if m}), 15, "a probe line each")
+        assert done[WWW] == ("OK", "-") and done[EXPIRED] == ("CRITICAL", "tls.expired")
+        assert not [l for l in service.lines if "apscheduler" in l or "executed successfully" in l], service.stderr
+    finally:
         assert service.stop() == 0

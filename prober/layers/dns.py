@@ -7,8 +7,11 @@ zone's own servers say (RD=0), and with the other resolvers.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
+import os
 import socket
+import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -62,6 +65,7 @@ class UdpExchange(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self._pending: dict[tuple[str, int, int], tuple[dns.message.Message, asyncio.Future]] = {}
         self._transports: dict[int, asyncio.DatagramTransport] = {}
+        self._sockets: dict[int, socket.socket] = {}
         self._opening = asyncio.Lock()  # concurrent first queries must share one socket, not race to make six
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
@@ -81,6 +85,28 @@ class UdpExchange(asyncio.DatagramProtocol):
         else:
             future.set_result(response)
 
+    def error_received(self, exc: Exception) -> None:
+        """An ICMP error (IP_RECVERR): fail the queries to the server that sent it, at once."""
+        for sock in self._sockets.values():
+            for addr, err in _icmp_errors(sock):
+                for (address, port, _), (_, future) in list(self._pending.items()):
+                    if (address, port) == addr[:2] and not future.done():
+                        future.set_exception(err)
+
+    def _send(self, transport: asyncio.DatagramTransport, family: int, wire: bytes, addr: tuple) -> None:
+        """sendto, but an ICMP error left pending by an earlier datagram (IP_RECVERR reports it on
+        the next call) must not cost this datagram: take the error, then send it again."""
+        sock = self._sockets.get(family)
+        for _ in range(2 if sock is not None else 0):
+            try:
+                sock.sendto(wire, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                break  # the transport buffers it
+            except OSError as exc:
+                self.error_received(exc)
+        transport.sendto(wire, addr)
+
     async def _transport(self, family: int) -> asyncio.DatagramTransport:
         transport = self._transports.get(family)
         if transport is not None:
@@ -88,9 +114,9 @@ class UdpExchange(asyncio.DatagramProtocol):
         async with self._opening:
             if family not in self._transports:
                 loop = asyncio.get_running_loop()
-                local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
-                self._transports[family], _ = await loop.create_datagram_endpoint(
-                    lambda: self, local_addr=local, family=family)
+                sock = _udp_socket(family)
+                self._sockets[family] = sock
+                self._transports[family], _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
             return self._transports[family]
 
     async def query(self, query: dns.message.Message, address: str, port: int, timeout: float
@@ -103,7 +129,7 @@ class UdpExchange(asyncio.DatagramProtocol):
         future = asyncio.get_running_loop().create_future()
         self._pending[key] = (query, future)
         try:
-            transport.sendto(query.to_wire(), (address, port))
+            self._send(transport, family, query.to_wire(), (address, port))
             async with asyncio.timeout(timeout):
                 response = await future
         except TimeoutError:
@@ -118,6 +144,42 @@ class UdpExchange(asyncio.DatagramProtocol):
         for transport in self._transports.values():
             transport.close()
         self._transports.clear()
+        self._sockets.clear()
+
+
+# Linux reports ICMP errors on an unconnected UDP socket only with IP_RECVERR: then a closed
+# resolver port ("port unreachable") ends its query at once instead of running into the timeout.
+_RECVERR = {socket.AF_INET: (socket.IPPROTO_IP, getattr(socket, "IP_RECVERR", 11)),
+            socket.AF_INET6: (socket.IPPROTO_IPV6, getattr(socket, "IPV6_RECVERR", 25))}
+_MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+_ICMP_TEXT = {errno.ECONNREFUSED: "the resolver's port is closed (ICMP port unreachable)",
+              errno.EHOSTUNREACH: "host unreachable (ICMP)", errno.ENETUNREACH: "network unreachable (ICMP)"}
+
+
+def _udp_socket(family: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    try:
+        sock.setsockopt(*_RECVERR[family], 1)
+    except OSError:
+        pass  # not Linux: such queries end at their timeout, as before
+    sock.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))
+    return sock
+
+
+def _icmp_errors(sock: socket.socket) -> list[tuple[tuple, OSError]]:
+    """Drain the socket's error queue: (the destination the failed datagram went to, the error)."""
+    out = []
+    for _ in range(64):
+        try:
+            _, ancillary, _, addr = sock.recvmsg(512, 512, _MSG_ERRQUEUE)
+        except (BlockingIOError, InterruptedError, OSError):
+            break
+        code = next((int.from_bytes(data[:4], sys.byteorder) for _, _, data in ancillary if len(data) >= 4),
+                    errno.ECONNREFUSED)  # struct sock_extended_err starts with ee_errno
+        out.append((addr, ConnectionRefusedError(code, _ICMP_TEXT.get(code, os.strerror(code)))
+                    if code == errno.ECONNREFUSED else OSError(code, _ICMP_TEXT.get(code, os.strerror(code)))))
+    return out
 
 
 async def _query(udp: UdpExchange, qname: dns.name.Name, rdtype: int, address: str, port: int,
@@ -186,6 +248,8 @@ async def _lookup_type(udp: UdpExchange, hostname: str, rdtype: int, address: st
 
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror in _ICMP_TEXT.values():
+        return exc.strerror
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     return text.splitlines()[0][:200]
@@ -370,13 +434,13 @@ def judge(endpoint: Endpoint, result: DnsResult) -> list[Finding]:
     findings += _stale(endpoint, relevant)
     findings += _expectations(endpoint, relevant, result.authoritative)
     findings += _exposure(endpoint, answers, result.authoritative)
-    return findings
+    # Hints name the real resolver and authoritative addresses and the zone, so they run as pasted.
+    return [replace(f, hint=hint_for(f.code, endpoint, f.address, result)) for f in findings]
 
 
 def _finding(endpoint: Endpoint, code: str, severity: str, message: str, address: str | None = None
              ) -> Finding:
-    return Finding(code=code, severity=severity, layer="dns", message=message,
-                   hint=hint_for(code, endpoint), address=address)
+    return Finding(code=code, severity=severity, layer="dns", message=message, address=address)
 
 
 def _resolver_errors(endpoint, answers, relevant) -> list[Finding]:

@@ -186,8 +186,32 @@ async def _handshake(address: str, port: int, hostname: str, ctx: ssl.SSLContext
                                   timeout=max(deadline - time.monotonic(), 0.001))
     except Exception as exc:
         await Connection(address, port, raw).aclose()
-        return None, _error_text(exc), True, connected - started, None
+        error = _error_text(exc)
+        if error == "TLS error: WRONG_VERSION_NUMBER":
+            error = await _not_tls(address, port, hostname, deadline)
+        return None, error, True, connected - started, None
     return tls, None, True, connected - started, time.monotonic() - connected
+
+
+async def _not_tls(address: str, port: int, hostname: str, deadline: float) -> str:
+    """The reply was no TLS record: ask once in plain HTTP, so the message can say what answers there.
+
+    Only on this failure, and bounded by the probe's deadline: a second connection, never a retry.
+    """
+    plain = None
+    try:
+        budget = max(min(deadline - time.monotonic(), 1.0), 0.001)
+        plain = await AsyncioStream.connect(address, port, budget)
+        await plain.write(f"HEAD / HTTP/1.0\r\nHost: {hostname}\r\n\r\n".encode(), budget)
+        head = await plain.read(5, budget)
+    except Exception:
+        head = b""
+    finally:
+        if plain is not None:
+            await Connection(address, port, plain).aclose()
+    if head == b"HTTP/":
+        return "the TLS port answers plain HTTP (TLS is not enabled on this listener, or the port is the HTTP one)"
+    return "the TLS port does not speak TLS (its reply is not a TLS record: OpenSSL says WRONG_VERSION_NUMBER)"
 
 
 # Which protocols a listener accepts changes when someone edits its config, not between two
@@ -268,7 +292,7 @@ async def probe_tls(endpoint: Endpoint, addresses: tuple[str, ...], deadline: fl
 def _finding(endpoint: Endpoint, code: str, message: str, address: str | None = None,
              severity: str | None = None, tier: str | None = None) -> Finding:
     return Finding(code=code, severity=severity or CATALOGUE[code].severity, layer="tls",
-                   message=message, hint=hint_for(code, endpoint), address=address, tier=tier)
+                   message=message, hint=hint_for(code, endpoint, address), address=address, tier=tier)
 
 
 def judge(endpoint: Endpoint, result: TlsResult) -> list[Finding]:

@@ -41,6 +41,9 @@ TOOLS: dict[str, tuple[str, str]] = {
     "promtool": ("/usr/bin/promtool", "prometheus"),
     "alertmanager": ("/usr/bin/prometheus-alertmanager", "prometheus-alertmanager"),
     "amtool": ("/usr/bin/amtool", "prometheus-alertmanager"),
+    "dig": ("/usr/bin/dig", "dnsutils"),
+    "curl": ("/usr/bin/curl", "curl"),
+    "openssl": ("/usr/bin/openssl", "openssl"),
 }
 
 
