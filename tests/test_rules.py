@@ -132,6 +132,8 @@ OWN_ALERT = {
     "tls.expired": "ProberCertificateExpiryOutage",
     "tls.expiring": "ProberCertificateExpiryUrgent",
     "tls.renewal_overdue": "ProberCertificateRenewalWindowPassed",
+    "dns.dnssec_bogus": "ProberDNSSECBogus",
+    "dns.dangling_cname": "ProberDNSDanglingCNAME",
     "http.waf_blocked": "ProberHTTPWAFBlocked",
 }
 
