@@ -60,7 +60,7 @@ def _observe(pid: int) -> dict[str, object]:
 
 
 def main() -> int:
-    repo, opt_upper, etc_upper, work, uid, pre, start, seconds = sys.argv[1:9]
+    repo, opt_upper, etc_upper, work, uid, pre, start, seconds, unit_env = sys.argv[1:10]
     sys.path.insert(0, repo)
     from prober.lab.scenarios import SCENARIOS, Lab
 
@@ -76,7 +76,7 @@ def main() -> int:
         for path in (config_dir, *config_dir.iterdir()):
             path.chmod(0o755 if path.is_dir() else 0o644)
         service = subprocess.Popen(["bash", f"{repo}/tests/vm/hardened.sh", opt_upper, etc_upper, work, uid, pre,
-                                    start], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                    start, unit_env], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             deadline = time.monotonic() + float(seconds)
             metrics = None
