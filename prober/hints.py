@@ -129,7 +129,7 @@ def hint_for(code: str, endpoint: Endpoint, address: str | None = None, dns: Dns
     if layer == "tls":
         base = _openssl(host, port, _dial(endpoint, address), endpoint.ca_file)
         if code in ("tls.expired", "tls.expiring", "tls.unexpected_issuer", "tls.untrusted",
-                    "tls.incomplete_chain"):
+                    "tls.incomplete_chain", "tls.renewal_overdue"):
             extra = _lookup(_CERT_SOURCE, endpoint.certificate_source, host)
         else:
             extra = None
@@ -188,6 +188,8 @@ def _dns_hint(code: str, endpoint: Endpoint, about: str | None, dns: DnsResult |
                                "(internal vs internet-facing) and which zone (private/public) holds the record",
         "dns.publicly_resolvable": "delete or patch the public record now; check the ingress class and "
                                    "the public-zone annotation",
+        "dns.caa_forbids_issuer": f"dig CAA {host}; dig CAA <each parent of {host}>; add an issue (or issuewild) "
+                                  "record for the CA's identity at the name the finding names",
         **_DEPTH_HINTS,
     }.get(code) or _dig(host, dns, about)
     base = base.replace("{host}", host).replace("<zone>", dns.zone if dns is not None and dns.zone else "<zone>")

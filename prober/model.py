@@ -85,6 +85,18 @@ CATALOGUE: dict[str, CodeInfo] = {
         "warning at or under the 30- and 14-day tiers; critical at or under 7 and 3 days"),
     "tls.unexpected_issuer": CodeInfo("tls", "warning", "The leaf's issuer does not contain tls.expect_issuer."),
     "tls.weak_protocol": CodeInfo("tls", "warning", "The server still accepts a protocol below tls_min_version."),
+    # Renewal assurance (prober/renewal.py, prober/ari.py, prober/caa.py)
+    "tls.renewal_overdue": CodeInfo(
+        "tls", "warning", "The served leaf is past its expected renewal point (a share of its lifetime, or the "
+        "CA's own renewal window) and has not been replaced.",
+        "warning past renewal_at + renewal_grace of the lifetime or the CA's window start; critical once the CA's "
+        "renewal window (ARI) has ended"),
+    "tls.mixed_certificates": CodeInfo(
+        "tls", "warning", "The addresses of one hostname serve different leaves, and one is stale: past its "
+        "renewal point, or in a worse expiry tier than the newest."),
+    "dns.caa_forbids_issuer": CodeInfo(
+        "dns", "warning", "The CAA records relevant to the hostname do not permit the CA that issued the served "
+        "leaf, or the one certificate_source implies: the next renewal will fail."),
     "http.no_https_redirect": CodeInfo("http", "warning", "http:// does not redirect to https://."),
     "http.redirect_mismatch": CodeInfo(
         "http", "warning", "http:// redirects, but not to https:// on the same hostname."),
@@ -144,6 +156,10 @@ class DnsContract:
 class TlsContract:
     port: int = 443
     expect_issuer: str | None = None
+    renewal_at: float = 2 / 3  # share of the lifetime after which automation renews
+    renewal_grace: float = 0.1  # share of the lifetime allowed past renewal_at before it is overdue
+    ari: str = "auto"  # auto | off | URL of an ACME directory
+    caa_identities: tuple[str, ...] = ()  # CAA issuer domains of the CA that issues this certificate
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +182,8 @@ class Endpoint:
     authoritative: str = "auto"  # "auto" | "off" | "ADDR[:PORT]"
     ca_file: str | None = None
     expiry_days: tuple[int, ...] = (30, 14, 7, 3, 0)
+    # A tier's threshold is min(expiry_days[i], expiry_fractions[i] x lifetime); None: plain days.
+    expiry_fractions: tuple[float, ...] | None = (1 / 3, 1 / 6, 1 / 12, 1 / 30)
     tls_min_version: str = "1.2"
     visibility: str | None = None  # public | private | None
     owner_team: str | None = None
@@ -298,6 +316,7 @@ class CertInfo:
     signature_algorithm: str
     fingerprint_sha256: str
     self_signed: bool = False
+    authority_key_id: str = ""  # hex keyIdentifier of the AuthorityKeyIdentifier, "" when absent
 
     def to_dict(self) -> dict:
         from datetime import datetime, timezone
@@ -415,3 +434,54 @@ class Report:
     tls: TlsResult
     http: HttpResult
     phases: dict[str, float] = field(default_factory=dict)  # dns, connect, tls, first_byte
+    renewal: Renewal | None = None  # the renewal state of the newest served leaf
+    caa: CaaCheck | None = None
+    notes: tuple[str, ...] = ()  # facts that are not findings (an ARI fetch that failed, a CAA not checked)
+
+
+@dataclass(frozen=True, slots=True)
+class AriWindow:
+    """The CA's suggested renewal window for one certificate (RFC 9773)."""
+    start: float  # unix seconds
+    end: float
+    url: str  # the renewalInfo URL asked
+    explanation_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """When the served leaf should have been renewed, and the thresholds it is judged by."""
+    serial: str
+    not_before: float
+    not_after: float
+    lifetime_days: float
+    thresholds_days: tuple[float, ...]  # effective, per EXPIRY_TIERS, of the soonest-expiring served certificate
+    lifetime_due: float  # not_before + (renewal_at + renewal_grace) x lifetime
+    due: float  # the earlier of lifetime_due and the CA window's start + grace
+    ari: AriWindow | None = None
+
+    def to_dict(self) -> dict:
+        from datetime import datetime, timezone
+
+        def iso(t: float) -> str:
+            return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        return {"serial": self.serial, "lifetime_days": round(self.lifetime_days, 4),
+                "thresholds_days": dict(zip(EXPIRY_TIERS, (round(t, 4) for t in self.thresholds_days))),
+                "lifetime_due": iso(self.lifetime_due), "due": iso(self.due),
+                "ari": None if self.ari is None else {"start": iso(self.ari.start), "end": iso(self.ari.end),
+                                                      "url": self.ari.url,
+                                                      "explanation_url": self.ari.explanation_url}}
+
+
+@dataclass(frozen=True, slots=True)
+class CaaCheck:
+    """The relevant CAA record set for the hostname (RFC 8659), as found."""
+    name: str  # the hostname asked about
+    found_at: str | None  # the name the relevant RRset sits at; None when there is none
+    records: tuple[tuple[int, str, str], ...] = ()  # (flags, tag, value)
+    wildcard: bool = False  # judged by issuewild
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "found_at": self.found_at, "wildcard": self.wildcard,
+                "records": [{"flags": f, "tag": t, "value": v} for f, t, v in self.records]}

@@ -186,7 +186,13 @@ def cert_info(cert: x509.Certificate, position: str, now: float) -> CertInfo:
         signature_algorithm=_safe(lambda: _signature_algorithm(cert), "unknown"),
         fingerprint_sha256=fingerprint(cert),
         self_signed=is_self_signed(cert),
+        authority_key_id=_safe(lambda: _aki_hex(cert), ""),
     )
+
+
+def _aki_hex(cert: x509.Certificate) -> str:
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    return aki.key_identifier.hex() if aki.key_identifier else ""
 
 
 # --------------------------------------------------------------------------

@@ -131,6 +131,7 @@ OWN_ALERT = {
     "tls.not_yet_valid": "ProberTLSChainNotVerified",
     "tls.expired": "ProberCertificateExpiryOutage",
     "tls.expiring": "ProberCertificateExpiryUrgent",
+    "tls.renewal_overdue": "ProberCertificateRenewalWindowPassed",
     "dns.dnssec_bogus": "ProberDNSSECBogus",
     "dns.dangling_cname": "ProberDNSDanglingCNAME",
     "http.waf_blocked": "ProberHTTPWAFBlocked",

@@ -49,9 +49,10 @@ class Scenario:
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("healthy", "full chain, https redirect, HSTS, /healthz 200", (), "ok"),
-    Scenario("expiring-20d", "leaf expires in 20 days (tier warning)", ("tls.expiring",), "warning",
-             cert="days:20"),
-    Scenario("expiring-5d", "leaf expires in 5 days (tier urgent)", ("tls.expiring",), "critical", cert="days:5"),
+    Scenario("expiring-20d", "a 90-day leaf with 20 days left (tier warning), past the point where automation "
+             "renews", ("tls.expiring", "tls.renewal_overdue"), "warning", cert="days:20"),
+    Scenario("expiring-5d", "a 90-day leaf with 5 days left (tier urgent)", ("tls.expiring", "tls.renewal_overdue"),
+             "critical", cert="days:5"),
     Scenario("expired", "leaf expired two days ago", ("tls.expired",), "critical", cert="expired"),
     Scenario("not-yet-valid", "leaf valid from next week", ("tls.not_yet_valid",), "critical",
              cert="not_yet_valid"),
@@ -153,7 +154,8 @@ class Lab:
         if s.cert == "good":
             return self.issuer.issue(host, days_valid=90)
         if s.cert.startswith("days:"):
-            return self.issuer.issue(host, not_before=_days(-30), not_after=_days(float(s.cert[5:])))
+            left = float(s.cert[5:])  # days left on a 90-day certificate
+            return self.issuer.issue(host, not_before=_days(left - 90), not_after=_days(left))
         return {
             "expired": lambda: self.issuer.issue(host, not_before=_days(-92), not_after=_days(-2)),
             "not_yet_valid": lambda: self.issuer.issue(host, not_before=_days(7), not_after=_days(97)),

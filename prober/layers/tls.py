@@ -19,9 +19,9 @@ from functools import lru_cache
 import httpcore
 from cryptography import x509 as cx509
 
-from .. import x509
+from .. import renewal, x509
 from ..hints import hint_for
-from ..model import CATALOGUE, CertInfo, ChainVerdict, Endpoint, Finding, TlsResult, TlsTarget
+from ..model import CATALOGUE, EXPIRY_TIERS, CertInfo, ChainVerdict, Endpoint, Finding, TlsResult, TlsTarget
 
 _VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1,
              "1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -351,13 +351,15 @@ def _expiring(endpoint: Endpoint, t: TlsTarget, where: str) -> list[Finding]:
     soonest = min(t.chain, key=lambda c: c.not_after)
     if soonest.days_left <= 0:
         return []  # tls.expired says it
-    tier = x509.expiry_tier(soonest.days_left, endpoint.expiry_days)
+    tier, limits = renewal.tier(endpoint, soonest)
     if tier is None:
         return []
     severity = "warning" if tier in ("warning", "high") else "critical"
+    at = renewal.span(limits[EXPIRY_TIERS.index(tier)])
     return [_finding(endpoint, "tls.expiring",
-                     f"the certificate served for {endpoint.hostname} expires in {soonest.days_left:.1f} days "
-                     f"(tier {tier}; {soonest.position} {soonest.subject}) {where}", t.endpoint, severity, tier)]
+                     f"the certificate served for {endpoint.hostname} expires in {renewal.span(soonest.days_left)} "
+                     f"(tier {tier} at {at} for {renewal.lifetime_text(soonest)}; "
+                     f"{soonest.position} {soonest.subject}) {where}", t.endpoint, severity, tier)]
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

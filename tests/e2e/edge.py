@@ -52,8 +52,9 @@ SITES: tuple[Site, ...] = (
          "critical", cert="leaf_only", alerts=("ProberTLSChainNotVerified",)),
     Site("expired", "the leaf expired two days ago", ("tls.expired",), "critical", cert="expired",
          alerts=("ProberCertificateExpiryOutage",)),
-    Site("expiring", "the leaf expires in 10 days (tier high)", ("tls.expiring",), "warning", cert="days:10",
-         tier="high", alerts=("ProberCertificateExpiryHigh",)),
+    Site("expiring", "a 90-day leaf with 10 days left (tier high), past its renewal point",
+         ("tls.expiring", "tls.renewal_overdue"), "warning", cert="days:10", tier="high",
+         alerts=("ProberCertificateExpiryHigh", "ProberCertificateRenewalOverdue")),
     Site("no-redirect", "port 80 answers 200 instead of redirecting", ("http.no_https_redirect",), "warning",
          plain="no_redirect", alerts=("ProberHTTPNoHTTPSRedirect",)),
     Site("wrong-redirect", "port 80 redirects to another host", ("http.redirect_mismatch",), "warning",
@@ -118,7 +119,8 @@ class Edge:
         if site.cert == "expired":
             return self.issuer.issue(host, not_before=_days(-92), not_after=_days(-2))
         if site.cert.startswith("days:"):
-            return self.issuer.issue(host, not_before=_days(-30), not_after=_days(float(site.cert[5:])))
+            left = float(site.cert[5:])  # days left on a 90-day certificate
+            return self.issuer.issue(host, not_before=_days(left - 90), not_after=_days(left))
         if site.cert == "leaf_only":
             return self.issuer.issue(host, include_chain=False)
         raise ValueError(f"site {site.name}: unknown cert kind {site.cert!r}")
