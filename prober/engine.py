@@ -14,7 +14,7 @@ import time
 from . import x509
 from .layers.dns import probe_dns
 from .layers.http import probe_http
-from .layers.tls import Connection, probe_tls
+from .layers.tls import Connection, client_cert_findings, probe_tls
 from .model import LAYERS, DnsResult, Endpoint, Finding, HttpResult, LayerResult, Report, TlsResult, Verdict
 from .verdict import decide, layer_status
 
@@ -70,6 +70,12 @@ async def _run(endpoint: Endpoint, started_wall: float, started: float) -> Repor
             t0 = time.monotonic()
             redirect_to = connections[0].address if connections else dns_result.addresses[0]
             http_result, http_findings = await probe_http(endpoint, connections, redirect_to, started + timeout)
+            mtls = client_cert_findings(endpoint, tls_result,
+                                        any(f.code == "http.health_failed" for f in http_findings))
+            if mtls:  # the server wanted a client certificate: that, not the health path, is the story
+                http_findings = [f for f in http_findings if f.code != "http.health_failed"]
+                tls_findings = tls_findings + mtls
+                layers[-1] = _layer("tls", t0 - layers[-1].duration_seconds, tls_findings)
             layers.append(_layer("http", t0, http_findings))
             findings += tls_findings + http_findings
     finally:

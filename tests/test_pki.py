@@ -17,6 +17,13 @@ from prober.lab.pki import CA, Issued, new_key, self_signed
 NOW = datetime.now(timezone.utc)
 
 
+@pytest.fixture(autouse=True)
+def fresh_now() -> None:
+    """NOW as of this test, not of collection (a long suite run would skew it past the 5-minute backdate)."""
+    global NOW
+    NOW = datetime.now(timezone.utc)
+
+
 @pytest.fixture(scope="module")
 def root() -> CA:
     return CA.root()

@@ -41,6 +41,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "promtool": ("/usr/bin/promtool", "prometheus"),
     "alertmanager": ("/usr/bin/prometheus-alertmanager", "prometheus-alertmanager"),
     "amtool": ("/usr/bin/amtool", "prometheus-alertmanager"),
+    "openssl": ("/usr/bin/openssl", "openssl"),
 }
 
 
