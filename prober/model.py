@@ -79,7 +79,8 @@ CATALOGUE: dict[str, CodeInfo] = {
         "nextUpdate or badly signed, or an OCSP error."),
     "tls.weak_cipher": CodeInfo(
         "tls", "warning", "The server accepts a weak cipher suite: static-RSA key exchange, CBC with SHA-1, 3DES, "
-        "RC4, NULL or anonymous."),
+        "RC4, NULL or anonymous.",
+        "critical when default clients refuse the connection because it offers only such suites; warning otherwise"),
     "tls.weak_dh": CodeInfo(
         "tls", "warning", "The server uses a Diffie-Hellman group under 2048 bits.",
         "critical when default clients refuse the connection because of it; warning otherwise"),

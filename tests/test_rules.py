@@ -131,6 +131,12 @@ OWN_ALERT = {
     "tls.not_yet_valid": "ProberTLSChainNotVerified",
     "tls.expired": "ProberCertificateExpiryOutage",
     "tls.expiring": "ProberCertificateExpiryUrgent",
+    "tls.revoked": "ProberTLSCertificateRevoked",
+    "tls.weak_key": "ProberTLSWeakKeyOrSignature",
+    "tls.weak_signature": "ProberTLSWeakKeyOrSignature",
+    "tls.weak_cipher": "ProberTLSWeakCipherRefused",
+    "tls.weak_dh": "ProberTLSWeakCipherRefused",
+    "tls.client_cert_required": "ProberTLSClientCertificateRequired",
 }
 
 
