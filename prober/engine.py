@@ -75,7 +75,8 @@ async def _run(endpoint: Endpoint, started_wall: float, started: float) -> Repor
             if mtls:  # the server wanted a client certificate: that, not the health path, is the story
                 http_findings = [f for f in http_findings if f.code != "http.health_failed"]
                 tls_findings = tls_findings + mtls
-                layers[-1] = _layer("tls", t0 - layers[-1].duration_seconds, tls_findings)
+                layers[-1] = dataclasses.replace(layers[-1], status=layer_status(tls_findings),
+                                                 findings=tuple(tls_findings))
             layers.append(_layer("http", t0, http_findings))
             findings += tls_findings + http_findings
     finally:

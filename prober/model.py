@@ -285,6 +285,7 @@ class ChainVerdict:
     strict_cause: str | None = None  # weak_signature | weak_key | profile, when anchored but not trusted
     path: tuple[int, ...] = ()  # indices of the served certificates on the anchored path, leaf first
     anchor: str | None = None  # SHA-256 fingerprint of the store's anchor ending that path, if not served
+    revocable: tuple[int, ...] = ()  # positions on that path whose revocation status can be asked
 
 
 @dataclass(frozen=True, slots=True)

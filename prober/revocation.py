@@ -286,10 +286,9 @@ async def _one(cert: cx509.Certificate, issuer: cx509.Certificate, position: str
 async def check(endpoint: Endpoint, certs: Sequence[cx509.Certificate], verdict: ChainVerdict | None,
                 store: x509.TrustStore, deadline: float) -> tuple[Revocation, ...]:
     """The revocation status of each served certificate on the path to a trust anchor."""
-    if endpoint.tls.revocation == "off" or verdict is None or not verdict.anchored:
+    if endpoint.tls.revocation == "off" or verdict is None or not verdict.revocable:
         return ()
     path = x509.path_of(certs, verdict, store)
-    pairs = [(c, i, "leaf" if n == 0 else "intermediate") for n, (c, i) in enumerate(zip(path, path[1:]))
-             if x509.fingerprint(c) not in store.fingerprints]
-    found = await asyncio.gather(*(_one(c, i, p, deadline) for c, i, p in pairs))
+    found = await asyncio.gather(*(_one(path[n], path[n + 1], "leaf" if n == 0 else "intermediate", deadline)
+                                   for n in verdict.revocable if n + 1 < len(path)))
     return tuple(r for r in found if r is not None)

@@ -281,7 +281,7 @@ class TrustStore:
     by_subject: dict[x509.Name, tuple[x509.Certificate, ...]]
     id: str  # stable across processes: a hash of the anchors' fingerprints
     ca_file: str | None = None
-    fingerprints: frozenset[str] = frozenset()
+    by_fingerprint: dict[str, x509.Certificate] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_certificates(cls, anchors: Sequence[x509.Certificate], ca_file: str | None = None) -> TrustStore:
@@ -294,7 +294,7 @@ class TrustStore:
                 by_subject.setdefault(subject, []).append(cert)
         store_id = hashlib.sha256("".join(sorted(unique)).encode()).hexdigest()[:16]
         return cls(Store(list(ordered)), ordered, {k: tuple(v) for k, v in by_subject.items()},
-                   store_id, ca_file, frozenset(unique))
+                   store_id, ca_file, dict(unique))
 
     @classmethod
     def load(cls, ca_file: str | None = None) -> TrustStore:
@@ -519,7 +519,8 @@ def verify_chain(chain: Sequence[x509.Certificate], hostname: str, store: TrustS
     verdict = ChainVerdict(verified=library_ok and hostname_match, hostname_match=hostname_match,
                            trusted=trusted, incomplete=incomplete, self_signed_leaf=is_self_signed(chain[0]),
                            expired=expired, not_yet_valid=not_yet_valid, anchored=bool(path),
-                           profile_defect=defect, strict_cause=cause, path=tuple(served), anchor=anchor)
+                           profile_defect=defect, strict_cause=cause, path=tuple(served), anchor=anchor,
+                           revocable=_revocable(path, store))
     if verdict.verified:
         return verdict
     return dataclasses.replace(verdict, error=_failure_words(verdict, chain, hostname, raw or ""))
@@ -602,7 +603,7 @@ def anchored_path(chain: Sequence[x509.Certificate], store: TrustStore) -> tuple
         return ()
     current, path = chain[0], [chain[0]]
     for _ in range(_MAX_DEPTH):
-        if fingerprint(current) in store.fingerprints:
+        if fingerprint(current) in store.by_fingerprint:
             return tuple(path)  # a served anchor (or a leaf pinned in ca_file)
         anchor = next((a for a in store.issuers_of(current) if _issued_by(current, a)), None)
         if anchor is not None:
@@ -620,10 +621,18 @@ def path_of(chain: Sequence[x509.Certificate], verdict: ChainVerdict, store: Tru
             ) -> tuple[x509.Certificate, ...]:
     """The anchored path a verdict found, as certificates (the store's anchor last, when not served)."""
     path = [chain[i] for i in verdict.path if i < len(chain)]
-    if path and verdict.anchor is not None:
-        anchor = next((a for a in store.issuers_of(path[-1]) if fingerprint(a) == verdict.anchor), None)
-        path += [anchor] if anchor is not None else []
-    return tuple(path)
+    anchor = store.by_fingerprint.get(verdict.anchor) if verdict.anchor is not None else None
+    return tuple(path + [anchor] if path and anchor is not None else path)
+
+
+def _revocable(path: Sequence[x509.Certificate], store: TrustStore) -> tuple[int, ...]:
+    """Positions on the path of the certificates whose revocation can be asked: not an anchor,
+    issued by the next one, and naming a CRL distribution point or an OCSP responder."""
+    def names_a_source(cert: x509.Certificate) -> bool:
+        return (_ext(cert, x509.CRLDistributionPoints) is not None
+                or _ext(cert, x509.AuthorityInformationAccess) is not None)
+    return tuple(n for n, cert in enumerate(path[:-1])
+                 if fingerprint(cert) not in store.by_fingerprint and names_a_source(cert))
 
 
 def _ext(cert: x509.Certificate, kind: type) -> x509.Extension | None:
