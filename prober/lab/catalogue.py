@@ -55,6 +55,8 @@ CASES: tuple[Case, ...] = (
     Case("rsa-4096", "RSA-4096 leaf and intermediate", (), "ok"),
     Case("strict-private", "a second private CA with strict extensions", (), "ok"),
     Case("rsa-1024", "leaf with a 1024-bit RSA key", ("tls.weak_key",), "critical"),
+    Case("rsa-512", "leaf with a 512-bit RSA key (made by openssl; cryptography will not)", ("tls.weak_key",),
+         "critical"),
     Case("rsa-1024-allowed", "the same key, the contract allows 1024 bits", (), "ok",
          contract={"min_rsa_bits": 1024}, block="rsa-1024"),
     Case("sha1-chain", "leaf and intermediate signed with SHA-1", ("tls.weak_signature",) * 2, "critical"),
@@ -105,7 +107,8 @@ class Catalogue:
     """The PKI, files and nginx config of every case; the test starts the servers."""
 
     def __init__(self, workdir: Path, addresses: dict[str, str], tls_port: int, http_port: int,
-                 crl_base: str, ocsp_url: str) -> None:
+                 crl_base: str, ocsp_url: str, openssl: str = "openssl") -> None:
+        self.openssl = openssl
         self.dir = workdir
         self.pki = workdir / "pki"
         self.pki.mkdir(parents=True, exist_ok=True)
@@ -167,6 +170,13 @@ class Catalogue:
                 "-CA", str(self.pki / "ocsp-ca.pem"), "-rsigner", str(self.pki / "ocsp-signer.pem"),
                 "-rkey", str(self.pki / "ocsp-signer.key"), "-nmin", "10", "-ignore_err"]
 
+    def _openssl_rsa(self, bits: int) -> Any:
+        """An RSA key below cryptography's 1024-bit generation floor, made by openssl and loaded."""
+        import subprocess
+        path = self.pki / f"rsa{bits}.key"
+        subprocess.run([self.openssl, "genrsa", "-out", str(path), str(bits)], check=True, capture_output=True)
+        return serialization.load_pem_private_key(path.read_bytes(), None)
+
     # ------------------------------------------------------------------- cases
     def _leaf(self, case: str, issuer: CA, key: Any = "ec", **kw: Any) -> Issued:
         return issuer.issue([f"{case}.{DOMAIN}"], key=key, **kw)
@@ -184,6 +194,7 @@ class Catalogue:
         ecdsa_ok = self._leaf("dual-cert", self.ec, extensions=[_aia(self.ocsp_url)])
         rsa_expired = self._leaf("dual-cert", self.rsa, key="rsa2048", not_before=_days(-92), not_after=_days(-2))
         weak = self.rsa.issue([f"rsa-1024.{DOMAIN}", f"rsa-1024-allowed.{DOMAIN}"], key="rsa1024")
+        tiny = self.rsa.issue([f"rsa-512.{DOMAIN}"], key=self._openssl_rsa(512))
         sha1_leaf = self._leaf("sha1-chain", self.rsa, key="rsa2048")
         sha1 = Issued(resign_legacy(sha1_leaf.cert, self.rsa.key), sha1_leaf.key,
                       (resign_legacy(self.rsa.cert, self.rsa_root.key),))
@@ -205,6 +216,7 @@ class Catalogue:
             "rsa-4096": ([rsa4096], ""),
             "strict-private": ([self.strict_root.issue([f"strict-private.{DOMAIN}"])], ""),
             "rsa-1024": ([weak], level0),
+            "rsa-512": ([tiny], "ssl_protocols TLSv1.2;\n        " + level0),  # too small for RSA-PSS in TLS 1.3
             "sha1-chain": ([sha1], level0),
             "md5-leaf": ([md5], level0),
             "revoked-crl": ([revoked], ""),

@@ -41,7 +41,7 @@ def catalogue(e2e_dir: Path, subnet: str) -> Iterator[Catalogue]:
     try:
         crl = loop.start(PlainHttpServer(crl_host, 0, mode="no_redirect"))
         cat = Catalogue(workdir, addresses, tls_port, http_port, f"http://{crl.address}",
-                        f"http://{ocsp_host}:{ocsp_port}/")
+                        f"http://{ocsp_host}:{ocsp_port}/", openssl)
         for path, (body, delay) in cat.crls.items():
             crl.route(path, 200, body, headers={"content-type": "application/pkix-crl"}, delay=delay)
         cat.dns = loop.start(DnsServer(f"{subnet}.3", 0))
