@@ -70,7 +70,7 @@ async def _run(endpoint: Endpoint, started_wall: float, started: float) -> Repor
             t0 = time.monotonic()
             redirect_to = connections[0].address if connections else dns_result.addresses[0]
             http_result, http_findings = await probe_http(endpoint, connections, redirect_to, started + timeout)
-            mtls = client_cert_findings(endpoint, tls_result,
+            mtls = client_cert_findings(endpoint, tls_result, http_result,
                                         any(f.code == "http.health_failed" for f in http_findings))
             if mtls:  # the server wanted a client certificate: that, not the health path, is the story
                 http_findings = [f for f in http_findings if f.code != "http.health_failed"]

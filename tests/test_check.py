@@ -252,8 +252,10 @@ def test_ca_file_broken_after_load_is_unknown_not_a_traceback(lab, capsys, tmp_p
     assert code == 3 and "holds no PEM certificate" in err and "Traceback" not in err
 
 
-# The periodic handshakes a listener gets once per hour: weak protocol, weak suites, DHE, RSA-only.
-PERIODIC = 4
+from prober.layers.tls import PERIODIC_KINDS
+
+# The periodic handshakes a listener gets once per hour: weak protocol, RSA-only, weak suites, DHE.
+PERIODIC = len(PERIODIC_KINDS)
 
 
 def test_periodic_handshakes_are_made_hourly_not_every_probe(lab, monkeypatch):

@@ -24,8 +24,8 @@ from cryptography import x509 as cx509
 
 from .. import revocation, tlspolicy, x509
 from ..hints import hint_for
-from ..model import (CATALOGUE, AltChain, CertInfo, ChainVerdict, ClientCert, Endpoint, Finding, TlsResult,
-                     TlsTarget)
+from ..model import (CATALOGUE, AltChain, CertInfo, ChainVerdict, ClientCert, Endpoint, Finding, HttpResult,
+                     TlsResult, TlsTarget)
 
 _VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1,
              "1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -241,6 +241,7 @@ async def _handshake(address: str, port: int, hostname: str, ctx: ssl.SSLContext
 # extra connections and handshakes on every probe.  A one-shot `prober check` starts with an
 # empty cache, so it always asks.
 WEAK_RECHECK_SECONDS = 3600.0
+PERIODIC_KINDS: tuple[str, ...] = ("protocol", "rsa", "cipher", "dh")  # one handshake each per address
 _PERIODIC_MAX = 65536
 _periodic_seen: dict[tuple, tuple[float, object]] = {}
 
@@ -476,11 +477,21 @@ def _client_cert_finding(endpoint: Endpoint, where: str) -> Finding:
                     f"tls.client_cert ({endpoint.tls.client_cert.cert_file})", where, severity="warning")
 
 
-def client_cert_findings(endpoint: Endpoint, result: TlsResult, http_failed: bool) -> list[Finding]:
+# How servers refuse a request that came without the client certificate they asked for: nginx
+# answers 400 ("No required SSL certificate was sent") or 495/496, others 401/403, or the TLS
+# stack sends an alert that ends the connection (no status at all).
+_REFUSED_WITHOUT_CERT = (None, 400, 401, 403, 495, 496)
+
+
+def client_cert_findings(endpoint: Endpoint, result: TlsResult, http: HttpResult, http_failed: bool
+                         ) -> list[Finding]:
     """A server that asked for a certificate and then refused the request: mTLS, not a health failure."""
-    if not http_failed:
+    asked = {t.address for t in result.targets if t.client_cert_requested}
+    refused = [h for h in http.health if h.address in asked and not h.ok and h.status in _REFUSED_WITHOUT_CERT]
+    if not http_failed or not refused:
         return []
-    return [_client_cert_finding(endpoint, t.endpoint) for t in result.targets if t.client_cert_requested][:1]
+    where = next(t.endpoint for t in result.targets if t.address == refused[0].address)
+    return [_client_cert_finding(endpoint, where)]
 
 
 def _key_problem(endpoint: Endpoint, c: CertInfo) -> str | None:
