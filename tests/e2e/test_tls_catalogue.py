@@ -138,6 +138,11 @@ def test_a_certificate_only_rsa_clients_get_says_so(run: CheckRun) -> None:
     assert "RSA-only clients" in expired and "CN=dual-cert.tls.test" in expired
     report = run.reports[BY_NAME["dual-cert"].hostname]
     assert report["tls"]["chain"][0]["key_type"] == "EC"  # the main handshake got the ECDSA one
+    (alt,) = report["tls"]["targets"][0]["alternates"]
+    assert alt["clients"] == "RSA-only clients" and alt["chain"][0]["key_type"] == "RSA" and not alt["verified"]
+    assert alt["verify_error"] == "the leaf CN=dual-cert.tls.test has expired"
+    (ocsp,) = report["tls"]["targets"][0]["revocation"]
+    assert (ocsp["status"], ocsp["source"], ocsp["position"]) == ("good", "ocsp", "leaf")
 
 
 def test_protocol_dh_cipher_and_mtls_messages(run: CheckRun) -> None:
