@@ -74,6 +74,8 @@ CASES: tuple[Case, ...] = (
     Case("mtls", "ssl_verify_client on; the contract gives no certificate", ("tls.client_cert_required",),
          "critical"),
     Case("mtls-with-cert", "ssl_verify_client on; the contract gives one", (), "ok", block="mtls"),
+    Case("mtls-optional-down", "ssl_verify_client optional and /healthz 503: a health failure, not mTLS",
+         ("http.health_failed",), "critical"),
     Case("old-private-ca", "private CA whose basicConstraints is not critical (old openssl.cnf)",
          ("tls.profile_violation",), "warning"),
     Case("crl-hang", "the CRL URL never answers", ("tls.revocation_unknown",), "warning"),
@@ -234,6 +236,9 @@ class Catalogue:
                          "ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-SHA;"),
             "mtls": ([self.ec.issue([f"mtls.{DOMAIN}", f"mtls-with-cert.{DOMAIN}"])],
                      f"ssl_verify_client on;\n        ssl_client_certificate {self.pki / 'client-ca.pem'};"),
+            "mtls-optional-down": ([self._leaf("mtls-optional-down", self.ec)],
+                                   f"ssl_verify_client optional;\n        ssl_client_certificate "
+                                   f"{self.pki / 'client-ca.pem'};\n        location = /healthz {{ return 503; }}"),
             "old-private-ca": ([self.old_root.issue([f"old-private-ca.{DOMAIN}"])], ""),
             "crl-hang": ([self._leaf("crl-hang", self.ec, extensions=[_cdp(f"{self.crl_base}/hang.crl")])], ""),
             "crl-huge": ([self._leaf("crl-huge", self.ec, extensions=[_cdp(f"{self.crl_base}/huge.crl")])], ""),
@@ -251,15 +256,16 @@ class Catalogue:
         for n, one in enumerate(issued):
             cert, key = one.write(self.pki, f"{name}-{n}")
             certs += f"        ssl_certificate {cert};\n        ssl_certificate_key {key};\n"
+        ciphers = "" if "ssl_ciphers" in extra else f"ssl_ciphers {MODERN_CIPHERS};"
+        health = "" if "location = /healthz" in extra else '        location = /healthz { return 200 "ok\\n"; }\n'
         return f"""
     server {{
         listen {self.addresses[name]}:{self.tls_port} ssl default_server;
         server_name _;
-{certs}        {'' if 'ssl_ciphers' in extra else f'ssl_ciphers {MODERN_CIPHERS};'}
+{certs}        {ciphers}
         {extra}
         add_header Strict-Transport-Security "{HSTS}" always;
-        location = /healthz {{ return 200 "ok\\n"; }}
-    }}
+{health}    }}
 """
 
     def nginx_conf(self) -> str:
