@@ -178,6 +178,23 @@ _ERRNO_TEXT = {errno.ECONNREFUSED: "connection refused", errno.ECONNRESET: "conn
                errno.ETIMEDOUT: "timed out"}
 
 
+# OpenSSL's reason codes a person meets most, in words; the code stays in parentheses to search for.
+_SSL_REASONS = {
+    "TLSV1_ALERT_PROTOCOL_VERSION": "the server refused every protocol version offered",
+    "UNSUPPORTED_PROTOCOL": "the server offered only a protocol version this client refuses",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "the server found nothing in common with the offer (suites, curves or "
+                                     "signature algorithms)",
+    "NO_SHARED_CIPHER": "no cipher suite in common",
+    "NO_CIPHERS_AVAILABLE": "no cipher suite in common",
+    "DH_KEY_TOO_SMALL": "the server's Diffie-Hellman group is too small",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate",
+    "WRONG_VERSION_NUMBER": "the server did not answer in TLS (plain HTTP on the TLS port?)",
+    "UNEXPECTED_EOF_WHILE_READING": "the server closed the connection during the handshake",
+    "TLSV1_UNRECOGNIZED_NAME": "the server does not serve this name (SNI)",
+    "TLSV1_ALERT_INTERNAL_ERROR": "the server reported an internal error",
+}
+
+
 def _root_cause(exc: BaseException) -> BaseException:
     seen = 0
     while seen < 8 and (exc.__cause__ or exc.__context__) is not None:
@@ -194,7 +211,9 @@ def _error_text(exc: BaseException) -> str:
         if isinstance(candidate, OSError) and candidate.errno in _ERRNO_TEXT:
             return _ERRNO_TEXT[candidate.errno]
         if isinstance(candidate, ssl.SSLError):
-            return f"TLS error: {candidate.reason or candidate}".splitlines()[0][:200]
+            reason = str(candidate.reason or candidate).splitlines()[0][:120]
+            words = _SSL_REASONS.get(reason)
+            return f"TLS error: {words} ({reason})" if words else f"TLS error: {reason}"
     if isinstance(exc, ExceptionGroup) and exc.exceptions:
         return _error_text(exc.exceptions[0])
     text = str(exc).strip() or type(exc).__name__
