@@ -1,5 +1,14 @@
 """The blackbox_exporter side: its config, its private /etc/hosts, and a paced /probe driver.
 
+Two ways to cover an endpoint (``coverage``):
+- "get": one `http` probe of http://<i>.fleet.test:PORT/healthz, following the redirect to
+  https://, verifying the certificate and requiring an HSTS header (rounds 1-3);
+- "equal": that, plus a `dns` probe for A and one for AAAA of the name against each DNS
+  server the prober asks (its resolvers and the authoritative server): what a blackbox
+  user configures to watch what one prober probe watches.  blackbox takes the query name
+  from the module, so there is one A and one AAAA module per name.  Each is a separate
+  /probe request, as Prometheus would scrape it, all at the same per-endpoint rate.
+
 blackbox resolves names with the system resolver.  So that it probes the same
 names as the prober (http://<i>.fleet.test:PORT/healthz, redirect to https://,
 SNI and certificate check on the name), it runs in a private mount namespace
@@ -11,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +47,40 @@ modules:
 """
 
 
-def start_blackbox(fleet: Fleet, n: int, cpus: str | None = "0", timeout: float = 5.0) -> tuple[Proc, str]:
+DNS_MODULE = """\
+  dns_{qtype}_{i}:
+    prober: dns
+    timeout: {timeout}s
+    dns:
+      query_name: "{name}"
+      query_type: "{qtype_upper}"
+      transport_protocol: udp
+      preferred_ip_protocol: ip4
+      ip_protocol_fallback: false
+      valid_rcodes: [NOERROR]
+"""
+A_CHECK = """\
+      validate_answer_rrs:
+        fail_if_none_matches_regexp: ['\\sIN\\sA\\s127\\.']
+"""
+
+
+def blackbox_config(fleet: Fleet, n: int, coverage: str, timeout: float) -> str:
+    text = CONFIG.format(timeout=f"{timeout:g}", ca_file=fleet.ca_file)
+    if coverage == "equal":
+        for i in range(n):
+            for qtype in ("a", "aaaa"):
+                text += DNS_MODULE.format(qtype=qtype, qtype_upper=qtype.upper(), i=i, name=name(i),
+                                          timeout=f"{timeout:g}") + (A_CHECK if qtype == "a" else "")
+    return text
+
+
+def start_blackbox(fleet: Fleet, n: int, cpus: str | None = "0", timeout: float = 5.0,
+                   coverage: str = "get") -> tuple[Proc, str]:
     if not shutil.which("unshare"):
         raise RuntimeError("unshare (util-linux) is needed to give blackbox a private /etc/hosts")
     config = fleet.workdir / "blackbox.yml"
-    config.write_text(CONFIG.format(timeout=f"{timeout:g}", ca_file=fleet.ca_file))
+    config.write_text(blackbox_config(fleet, n, coverage, timeout))
     hosts = fleet.hosts_file(n)
     port = free_port(["127.0.0.1"])
     script = (f"mount --bind {hosts} /etc/hosts && exec {BLACKBOX} --config.file={config} "
@@ -67,31 +106,51 @@ def target(fleet: Fleet, i: int) -> str:
     return f"http://{name(i)}:{fleet.http_port}/healthz"
 
 
+def probes_for(fleet: Fleet, coverage: str, dns_servers: list[str]) -> Callable[[int], list[tuple[str, str]]]:
+    """endpoint index -> the (module, target) /probe requests that cover it once."""
+    def get(i: int) -> list[tuple[str, str]]:
+        return [("http_2xx", target(fleet, i))]
+
+    def equal(i: int) -> list[tuple[str, str]]:
+        return get(i) + [(f"dns_{q}_{i}", server) for server in dns_servers for q in ("a", "aaaa")]
+
+    return equal if coverage == "equal" else get
+
+
 @dataclass
 class DriveResult:
     sent: int = 0
     completed: int = 0
     succeeded: int = 0
     completed_in_window: int = 0
+    per_endpoint: int = 1  # /probe requests per endpoint-probe
+
+    @property
+    def endpoint_probes_in_window(self) -> float:
+        return self.completed_in_window / self.per_endpoint
 
 
 async def drive(url: str, fleet: Fleet, n: int, rate: float, duration: float, window: tuple[float, float],
-                concurrency: int = 256, timeout: float = 10.0) -> DriveResult:
-    """/probe?target=... at `rate` per second for `duration` seconds, cycling through n targets.
+                concurrency: int = 256, timeout: float = 10.0,
+                probes: Callable[[int], list[tuple[str, str]]] | None = None) -> DriveResult:
+    """The /probe requests of `rate` endpoint-probes per second for `duration` seconds, cycling through n targets.
 
-    Bounded: at most rate*duration requests, each with a timeout, and the whole drive
+    Each endpoint-probe's requests are spread evenly over its share of the second.  Bounded:
+    at most rate*duration endpoint-probes, each request with a timeout, and the whole drive
     stops at duration + timeout.  `window` (start, end) offsets count completions there.
     """
-    result = DriveResult()
+    probes = probes or probes_for(fleet, "get", [])
+    per = len(probes(0))
+    result = DriveResult(per_endpoint=per)
     limit = asyncio.Semaphore(concurrency)
-    total = int(rate * duration)
+    total = int(rate * duration) * per
     t0 = time.monotonic()
     async with httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=concurrency)) as client:
 
-        async def one(i: int) -> None:
+        async def one(module: str, probe_target: str) -> None:
             async with limit:
                 try:
-                    r = await client.get(f"{url}/probe", params={"module": "http_2xx", "target": target(fleet, i % n)})
+                    r = await client.get(f"{url}/probe", params={"module": module, "target": probe_target})
                 except httpx.HTTPError:
                     return
             result.completed += 1
@@ -102,10 +161,11 @@ async def drive(url: str, fleet: Fleet, n: int, rate: float, duration: float, wi
 
         tasks = []
         for k in range(total):
-            delay = t0 + k / rate - time.monotonic()
+            delay = t0 + k / (rate * per) - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(one(k)))
+            module, probe_target = probes((k // per) % n)[k % per]
+            tasks.append(asyncio.ensure_future(one(module, probe_target)))
             result.sent += 1
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout + 5)
     return result

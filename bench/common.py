@@ -129,6 +129,15 @@ def status_kb(pid: int, key: str) -> int:
     return 0
 
 
+def tree_kb(pid: int, key: str) -> int:
+    """status_kb summed over pid and its live descendants (a `--workers` service)."""
+    total = 0
+    for p in _descendants(pid):
+        with contextlib.suppress(OSError):
+            total += status_kb(p, key)
+    return total
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -337,9 +346,13 @@ zone:
 
 
 def _answers(host: str, port: int, qname: str) -> bool:
+    import dns.exception
     import dns.message
     import dns.query
-    return bool(dns.query.udp(dns.message.make_query(qname, "A"), host, port=port, timeout=1).answer)
+    try:
+        return bool(dns.query.udp(dns.message.make_query(qname, "A"), host, port=port, timeout=1).answer)
+    except dns.exception.Timeout:  # knotd still loading the zone (slowly, on a busy machine): ask again
+        return False
 
 
 def _connects(host: str, port: int) -> bool:
@@ -347,16 +360,26 @@ def _connects(host: str, port: int) -> bool:
         return True
 
 
+def dns_servers(fleet: Fleet, coverage: str) -> tuple[list[str], str]:
+    """(resolvers, authoritative) of a coverage: "resolvers" is three resolvers and authoritative off
+    (rounds 1-3); "authoritative" is two resolvers and knot asked as the zone's authoritative server
+    (round 4).  Either way a probe asks six DNS questions: A and AAAA of three servers."""
+    if coverage == "resolvers":
+        return list(fleet.resolvers), "off"
+    return list(fleet.resolvers[:2]), fleet.resolvers[2]
+
+
 def write_probes(path: Path, fleet: Fleet, n: int, interval: float, timeout: float,
-                 resolvers: Sequence[str] | None = None) -> Path:
-    """probes.yaml for 0..n-1.fleet.test: three resolvers, authoritative off, the test root as ca_file."""
-    resolvers = list(resolvers if resolvers is not None else fleet.resolvers)
+                 resolvers: Sequence[str] | None = None, coverage: str = "resolvers") -> Path:
+    """probes.yaml for 0..n-1.fleet.test with the DNS servers of `coverage`, the test root as ca_file."""
+    default_resolvers, authoritative = dns_servers(fleet, coverage)
+    resolvers = list(resolvers if resolvers is not None else default_resolvers)
     config = {
         "defaults": {
             "timeout": f"{timeout:g}s", "interval": f"{interval:g}s",
             "resolvers": [{"address": r, "name": f"fleet-dns-{k + 1}", "view": "internal"}
                           for k, r in enumerate(resolvers)],
-            "authoritative": "off",
+            "authoritative": authoritative,
             "ca_file": fleet.ca_file,
             "tls": {"port": fleet.tls_port},
             "http": {"port": fleet.http_port, "health_path": "/healthz"},
@@ -379,10 +402,10 @@ class Serve:
 
 
 def start_serve(config: Path, workdir: Path, cpus: str | None = "0", concurrency: int = 256,
-                ready_timeout: float = 120.0) -> Serve:
+                ready_timeout: float = 120.0, extra: Sequence[str] = ()) -> Serve:
     port = free_port(["127.0.0.1"])
     proc = Proc([sys.executable, "-m", "prober", "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}",
-                 "--concurrency", str(concurrency), "--log-level", "warning"],
+                 "--concurrency", str(concurrency), "--log-level", "warning", *extra],
                 cpus=cpus, log=workdir / f"serve-{port}.log", env={**os.environ, "PYTHONPATH": str(ROOT)})
     serve = Serve(proc, port)
     try:

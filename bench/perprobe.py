@@ -2,6 +2,7 @@
 
     python bench/perprobe.py --n 200 --rounds 5            # asyncio's own event loop
     python bench/perprobe.py --n 200 --rounds 5 --rate 50 # started at 50/s, as the service spreads them
+    python bench/perprobe.py --n 200 --rounds 5 --rate 50 --tick 50   # ... in batches on a 50 ms grid
     python bench/perprobe.py --n 3000 --gc default          # Python's own GC thresholds, no freeze
     python bench/perprobe.py --n 200 --rounds 5 --loop uvloop   # if uvloop is installed
 
@@ -26,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Fleet, status_kb, write_probes  # noqa: E402
 
 
-async def _round(endpoints: list, concurrency: int, rate: float, keep) -> int:
-    """Probe every endpoint once: all at once under the limit, or started at `rate` per second."""
+async def _round(endpoints: list, concurrency: int, rate: float, keep, tick: float = 0.0) -> int:
+    """Probe every endpoint once: all at once under the limit, or started at `rate` per second
+    (with `tick`, the starts of each `tick` seconds together, as the service's scheduler batches them)."""
     from prober.engine import probe
     limit = asyncio.Semaphore(concurrency)
     loop = asyncio.get_running_loop()
@@ -37,7 +39,10 @@ async def _round(endpoints: list, concurrency: int, rate: float, keep) -> int:
     async def one(i: int, endpoint) -> None:
         nonlocal bad
         if rate:
-            await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
+            offset = i / rate
+            if tick:
+                offset = (offset // tick) * tick
+            await asyncio.sleep(max(0.0, start + offset - loop.time()))
         async with limit:
             report = await probe(endpoint)
         keep(report)
@@ -62,7 +67,8 @@ class _CollectorClock:
             self.seconds += time.process_time() - self._started
 
 
-async def _main(config_path: Path, rounds: int, concurrency: int, rate: float, settle: bool) -> list[float]:
+async def _main(config_path: Path, rounds: int, concurrency: int, rate: float, settle: bool,
+                tick: float = 0.0) -> list[float]:
     from prometheus_client import CollectorRegistry
 
     from prober.config import load_config
@@ -82,7 +88,7 @@ async def _main(config_path: Path, rounds: int, concurrency: int, rate: float, s
     per_probe = []
     for r in range(rounds + 1):
         cpu, wall, times, in_gc = time.process_time(), time.monotonic(), os.times(), collecting.seconds
-        bad = await _round(endpoints, concurrency, rate, keep)
+        bad = await _round(endpoints, concurrency, rate, keep, tick)
         cpu, wall = time.process_time() - cpu, time.monotonic() - wall
         system = (os.times().system - times.system) / len(endpoints) * 1000
         in_gc = (collecting.seconds - in_gc) / len(endpoints) * 1000
@@ -98,6 +104,18 @@ async def _main(config_path: Path, rounds: int, concurrency: int, rate: float, s
     return per_probe
 
 
+def _contract(config: Path, fleet: Fleet, authoritative: str, dnssec: str) -> None:
+    """The DNS-depth switches: authoritative auto asks knot (the zone's NS) on the fleet's DNS port."""
+    import yaml
+    doc = yaml.safe_load(config.read_text())
+    doc["defaults"]["authoritative"] = authoritative
+    doc["defaults"]["dns"] = {"dnssec": dnssec}
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    if authoritative == "auto":
+        from prober.layers import dns as dns_layer
+        dns_layer.AUTHORITATIVE_PORT = int(fleet.resolvers[0].rsplit(":", 1)[1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200)
@@ -105,21 +123,33 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rate", type=float, default=0.0,
                         help="start probes at this many per second, as the service does (default: all at once)")
+    parser.add_argument("--tick", type=float, default=0.0, metavar="MS",
+                        help="with --rate: start the probes of each MS milliseconds together (the service: 100)")
+    parser.add_argument("--coverage", choices=("resolvers", "authoritative"), default="resolvers",
+                        help="the DNS servers each probe asks (bench/common.py dns_servers)")
     parser.add_argument("--gc", choices=("service", "default"), default="service",
                         help="the collector as `prober serve` sets it up (default), or Python's defaults")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--authoritative", choices=("off", "auto"), default="off",
+                        help="auto: find the zone's servers and check its delegation (cached per zone)")
+    parser.add_argument("--dnssec", choices=("auto", "off"), default="auto",
+                        help="off: queries without the DO bit (EDNS is still sent)")
     args = parser.parse_args()
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {0})
     with Fleet(args.n) as fleet:
-        config = write_probes(fleet.workdir / "probes.yaml", fleet, args.n, 60, 5)
+        config = write_probes(fleet.workdir / "probes.yaml", fleet, args.n, 60, 5, coverage=args.coverage)
+        _contract(config, fleet, args.authoritative, args.dnssec)
         if args.loop == "uvloop":
             import uvloop
             runner = uvloop.run
         else:
             runner = asyncio.run
-        per_probe = runner(_main(config, args.rounds, args.concurrency, args.rate, args.gc == "service"))
-    print(f"median {statistics.median(per_probe):.2f} ms CPU per probe ({args.loop}, n={args.n})")
+        per_probe = runner(_main(config, args.rounds, args.concurrency, args.rate, args.gc == "service",
+                                 args.tick / 1000))
+    how = f"rate {args.rate:g}/s" + (f" on {args.tick:g} ms ticks" if args.tick else "") if args.rate else "all at once"
+    print(f"median {statistics.median(per_probe):.2f} ms CPU per probe ({args.loop}, n={args.n}, {how}, "
+          f"load {os.getloadavg()[0]:.2f})")
     return 0
 
 

@@ -16,6 +16,7 @@ from .layers.dns import probe_dns
 from .layers.http import probe_http
 from .layers.tls import Connection, client_cert_findings, probe_tls
 from .model import LAYERS, DnsResult, Endpoint, Finding, HttpResult, LayerResult, Report, TlsResult, Verdict
+from .hints import stale_hint
 from .verdict import decide, layer_status
 
 DNS_SHARE = 0.4
@@ -112,8 +113,7 @@ def _explain_with_dns(findings: list[Finding], dns: DnsResult, hostname: str) ->
                 f, message=f"{f.message}; only {names} still answer{'s' if len(stale[address]) == 1 else ''} "
                            f"{address}, which the authoritative servers no longer do (stale cache: the old "
                            "load balancer?)",
-                hint=f"dig @<{names}> {hostname} and compare with dig @<authoritative-ns> +norecurse; "
-                     "wait for the TTL or flush that resolver's cache")
+                hint=stale_hint(hostname, dns, stale[address]))
         out.append(f)
     return out
 

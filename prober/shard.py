@@ -29,8 +29,8 @@ def normalise(hostname: str) -> str:
     return hostname.strip().rstrip(".").lower()
 
 
-def _key(hostname: str) -> int:
-    digest = hashlib.sha256(normalise(hostname).encode("utf-8")).digest()
+def _key(hostname: str, salt: bytes = b"") -> int:
+    digest = hashlib.sha256(salt + normalise(hostname).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big")
 
 
@@ -49,6 +49,15 @@ def jump_hash(key: int, n: int) -> int:
 def shard_of(hostname: str, n: int) -> int:
     """The shard in [0, n) that probes ``hostname``."""
     return jump_hash(_key(hostname), n)
+
+
+def worker_of(hostname: str, n: int) -> int:
+    """The worker process in [0, n) of one `prober serve --workers n` that probes ``hostname``.
+
+    The key is salted: within a replica that already holds only shard I of N, the
+    unsalted hash would send every endpoint to the same worker whenever n == N.
+    """
+    return jump_hash(_key(hostname, b"prober-worker\0"), n)
 
 
 def parse_shard(text: str, hostname: str | None = None) -> tuple[int, int]:

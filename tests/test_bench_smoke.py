@@ -43,17 +43,22 @@ def test_fleet_smoke_measures_both_sides(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     results = json.loads(out.read_text())
     sbs = results["side_by_side"]
-    for side in ("prober", "blackbox"):
+    for side in ("prober", "blackbox", "blackbox_equal"):
         assert sbs[side]["probes"] > 0, side
         assert sbs[side]["cpu_per_probe_ms"] > 0, side
         assert sbs[side]["peak_rss_mb"] > 0, side
-    assert sbs["blackbox"]["success"] == 1.0  # blackbox really reached the fleet through its private hosts file
-    assert sbs["ratio_cpu"] > 0
-    (scale,) = results["scale"]
-    assert scale["runs"] > 0 and scale["skipped"] >= 0 and scale["rss_mb"] > 0
+    for side in ("blackbox", "blackbox_equal"):  # blackbox really reached the fleet (hosts file, DNS servers)
+        assert sbs[side]["success"] == 1.0, side
+    assert sbs["blackbox_equal"]["requests_per_probe"] == 7  # the GET, and A and AAAA of three DNS servers
+    assert sbs["ratio_cpu"] > 0 and sbs["ratio_cpu_equal"] > 0
+    one, two = results["scale"]
+    assert (one["workers"], two["workers"]) == (1, 2)
+    for scale in (one, two):
+        assert scale["runs"] > 0 and scale["skipped"] >= 0 and scale["rss_mb"] > 0
+        assert scale["scrape"]["bytes"] > 0 and scale["scrape"]["gzip_bytes"] > 0 and scale["scrape"]["samples"] > 0
     for label in ("prober --help", "prober check (1 endpoint, 3 resolvers)"):
         assert results["cli"][label]["median_ms"] > 0
-    assert "| CPU per probe |" in run.stdout
+    assert "| CPU per endpoint-probe |" in run.stdout
 
 
 @pytest.mark.timeout(120)

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,124 @@ def test_inconsistent_values_are_refused_by_the_templates(chart, name: str) -> N
     with pytest.raises(helm.HelmRenderError) as excinfo:
         _render_text(chart, _fixture(name))
     assert _expected_error(name) in str(excinfo.value)
+
+
+# Values for single probes keys, right and wrong: the schema and the config loader must agree on each.
+_SAMPLES: dict[str, list[Any]] = {
+    "hostname": ["shop.example.com", "a", "Shop.Example.COM.", "xn--bcher-kva.example", "1a.example", "a-b.c",
+                 "x" * 63 + ".com", ("x" * 62 + ".") * 4 + "x", ("x" * 62 + ".") * 4 + "xy", "192.0.2.1",
+                 "example.123", "shop_eu.example.com", "-a.com", "a-.com", "", "a..b", ".", "x" * 64 + ".com",
+                 "bücher.example", 42],
+    "timeout": [10, 1.5, "10s", "500ms", "2m", "1m30s", "1h", "1d", ".5s", "1.s", "10", " 10s ", "1h30m15s250ms",
+                0, -1, "0s", "0", "0.0m", "30s1m", "1s1s", "10 s", "1x", "", True, "-5s", "s"],
+    "connect_to": ["192.0.2.1", "::1", "2001:db8::1", "::ffff:192.0.2.1", "fe80::1:2:3:4", "1::", "192.0.2.1:80",
+                   "[::1]", "host.example", "256.1.1.1", "1.2.3", "1:2:3:4:5:6:7:8:9", "2001:db8:::1", None],
+    "resolvers": [["system"], ["192.0.2.53"], ["192.0.2.53:5353"], ["[2001:db8::53]:53"], ["2001:db8::53"],
+                  ["[::1]"], [{"address": "192.0.2.53", "view": "public", "name": "a"}], [], ["dns.example.net"],
+                  ["192.0.2.53:0"], ["192.0.2.53:70000"], ["[192.0.2.1]:53"], [""], [{"address": "x"}],
+                  [{"address": "192.0.2.53", "name": " "}], [{"address": "192.0.2.53", "view": "other"}]],
+    "authoritative": ["auto", "off", False, "192.0.2.1", "192.0.2.1:5353", "[2001:db8::1]:53", "ns1.example.com",
+                      "", True, "192.0.2.1:0"],
+    "owner_team": ["payments", "team a", None, "", "  ", "a\nb", 7],
+    "http.health_path": ["/", "/healthz", "/a?b=c", "healthz", "/a b", "", "/a\tb"],
+    "dns.expect_cname": ["lb.example.net", None, "192.0.2.1", "a_b.example"],
+    "http.headers": [{"X-Probe": "1"}, {"X Probe": "1"}, {"X-Probe": "a\r\nb"}, {"X-Probe": 1}],
+}
+
+
+@pytest.mark.parametrize(("key", "value"), [(k, v) for k, values in _SAMPLES.items() for v in values],
+                         ids=lambda v: repr(v)[:40])
+def test_schema_and_loader_agree_on_each_value(key: str, value: Any) -> None:
+    from prober.config import build_endpoint
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    validator = jsonschema.Draft7Validator({"$ref": "#/definitions/endpoint", "definitions": schema["definitions"]})
+    section, _, leaf = key.rpartition(".")
+    entry = {section: {leaf: value}} if section else {key: value}
+    host = value if key == "hostname" else "shop.example.com"
+    overrides = {} if key == "hostname" else {**entry, **({"interval": "1000d"} if key == "timeout" else {})}
+    schema_ok = not list(validator.iter_errors({"hostname": host, **overrides}))
+    try:
+        build_endpoint(host, overrides)
+        loader_ok = True
+    except ConfigError:
+        loader_ok = False
+    assert schema_ok == loader_ok, f"{key}={value!r}: the schema says {schema_ok}, prober validate says {loader_ok}"
+
+
+def _prober_expectation(name: str) -> str | None:
+    """What `prober validate` says of the fixture's probes, for fixtures whose fault lies there."""
+    match = re.search(r"^# prober: (.+)$", (FIXTURES / name).read_text(), re.M)
+    return match[1].strip() if match else None
+
+
+PROBES_FAULTS = [n for n in INVALID + REFUSED if _prober_expectation(n)]
+
+
+@pytest.mark.parametrize("name", PROBES_FAULTS)
+def test_what_the_chart_refuses_the_prober_refuses(chart, tmp_path: Path, name: str) -> None:
+    """The chart's rules mirror prober/config.py's: the same probes, as a probes.yaml, fail validation."""
+    values = chart.merge_values(_fixture(name))
+    for key, text in (values.get("configFiles") or {}).items():
+        (tmp_path / key).write_text(text)
+    (tmp_path / "probes.yaml").write_text(yaml.safe_dump(values["probes"]))
+    done = subprocess.run([sys.executable, "-m", "prober", "validate", str(tmp_path / "probes.yaml")],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert _prober_expectation(name) in done.stdout + done.stderr
+
+
+def test_every_probes_rule_fixture_says_what_the_prober_says() -> None:
+    """Each fixture that breaks a probes rule names the loader's words too, so the test above covers it."""
+    about_probes = [n for n in INVALID + REFUSED if "/probes/" in _expected_error(n) or
+                    _expected_error(n).startswith("probes.")]
+    assert [n for n in about_probes if not _prober_expectation(n)] == []
+
+
+@pytest.mark.parametrize("name", VALID)
+def test_valid_values_pass_prober_validate(chart, tmp_path: Path, name: str) -> None:
+    """The rendered ConfigMap, mounted as the kubelet would, passes `prober validate`; without one
+    (existingConfigMap) the init container is what validates it."""
+    docs = render(chart, name)
+    maps = [d for d in docs if d["kind"] == "ConfigMap"]
+    pod = workload(docs)["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    args = build_parser().parse_args(init["args"])
+    assert (args.command, args.config) == ("validate", build_parser().parse_args(
+        pod["containers"][0]["args"]).config)
+    if not maps:
+        assert _fixture(name).get("existingConfigMap")
+        return
+    for key, text in maps[0]["data"].items():
+        (tmp_path / key).write_text(text)
+    done = subprocess.run([sys.executable, "-m", "prober", "validate", str(tmp_path / "probes.yaml")],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout + done.stderr == "", done.stdout + done.stderr
+
+
+def test_what_only_the_init_container_sees_fails_it_with_one_line(chart, tmp_path: Path) -> None:
+    name = "init-bad-regex.yaml"
+    docs = render(chart, name)
+    for key, text in one(docs, "ConfigMap")["data"].items():
+        (tmp_path / key).write_text(text)
+    (init,) = workload(docs)["spec"]["template"]["spec"]["initContainers"]
+    config = tmp_path / Path(init["args"][1]).name
+    done = subprocess.run([sys.executable, "-m", "prober", init["args"][0], str(config)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode == 3 and len(output.splitlines()) == 1, output
+    assert _expected_error(name) in output
+
+
+def test_validate_init_container_runs_like_the_prober(chart) -> None:
+    pod = workload(render(chart, "valid-sharded-location.yaml"))["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (main,) = pod["containers"]
+    assert init["image"] == main["image"] and init["securityContext"] == main["securityContext"]
+    assert init["volumeMounts"] == main["volumeMounts"]
+    assert init["terminationMessagePolicy"] == "FallbackToLogsOnError"  # the reason shows in describe pod
+    off = workload(render(chart, "valid-minimal.yaml", validateConfig=False))["spec"]["template"]["spec"]
+    assert "initContainers" not in off
 
 
 @pytest.mark.parametrize("name", VALID)
@@ -604,8 +723,54 @@ def test_chart_reads_the_one_rules_file_and_keeps_no_copy() -> None:
     template = (CHART / "templates" / "prometheusrule.yaml").read_text()
     assert 'fromYaml (.Files.Get "files/alerts.yaml")' in template
     copies = [p.relative_to(ROOT).as_posix() for p in (*CHART.rglob("*"), *(ROOT / "deploy").rglob("*"))
-              if p.is_file() and p.name != "alerts.yaml" and "prober_tls_earliest_expiry_timestamp_seconds" in p.read_text()]
+              if p.is_file() and p.name not in ("alerts.yaml", "grafana-dashboard.json")  # the dashboard reads it too
+              and "prober_tls_earliest_expiry_timestamp_seconds" in p.read_text()]
     assert copies == []
+
+
+# --------------------------------------------------------------------------
+# The Grafana dashboard
+# --------------------------------------------------------------------------
+DASHBOARD_FILE = CHART / "files" / "grafana-dashboard.json"
+
+
+def _dashboards(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"]["labels"]]
+
+
+def test_the_dashboard_is_off_by_default(chart) -> None:
+    for name in VALID:
+        if name != "valid-grafana-dashboard.yaml":
+            assert _dashboards(render(chart, name)) == [], name
+
+
+def test_the_dashboard_configmap_is_for_the_grafana_sidecar(chart) -> None:
+    docs = render(chart, "valid-grafana-dashboard.yaml")
+    (cm,) = _dashboards(docs)
+    meta = cm["metadata"]
+    assert meta["labels"]["grafana_dashboard"] == "1" and meta["labels"]["app.kubernetes.io/instance"] == "prober"
+    assert meta["namespace"] == "grafana" and meta["annotations"] == {"grafana_folder": "Probes"}
+    assert list(cm["data"]) == ["prober-dashboard.json"]
+    assert json.loads(cm["data"]["prober-dashboard.json"]) == json.loads(DASHBOARD_FILE.read_text())
+    # The sidecar's label can be what another Grafana selects; the release's namespace by default.
+    docs = render(chart, "valid-grafana-dashboard.yaml",
+                  grafanaDashboard={"enabled": True, "labels": {"grafana_dashboard": "prober", "team": "sre"}})
+    (cm,) = _dashboards(docs)
+    assert cm["metadata"]["namespace"] == "monitoring" and "annotations" not in cm["metadata"]
+    assert {k: cm["metadata"]["labels"][k] for k in ("grafana_dashboard", "team")} == {
+        "grafana_dashboard": "prober", "team": "sre"}
+
+
+def test_the_dashboard_values_are_checked(chart) -> None:
+    with pytest.raises(helm.HelmValuesError, match="grafanaDashboard"):
+        _render_text(chart, {**_fixture("valid-minimal.yaml"), "grafanaDashboard": {"enable": True}})
+    with pytest.raises(helm.HelmValuesError, match="grafanaDashboard"):
+        _render_text(chart, {**_fixture("valid-minimal.yaml"), "grafanaDashboard": {"labels": {"grafana_dashboard": 1}}})
+
+
+def test_the_chart_reads_the_one_dashboard_file() -> None:
+    template = (CHART / "templates" / "grafana-dashboard.yaml").read_text()
+    assert '.Files.Get "files/grafana-dashboard.json"' in template
 
 
 def test_notes_tell_how_to_check_the_install(chart) -> None:
@@ -631,3 +796,14 @@ def test_every_value_is_documented_in_the_readme() -> None:
     missing = [k for k in leaves(values) if f"`{k}`" not in readme]
     assert missing == [], f"values without a row in helm/prober/README.md: {missing}"
     assert "helm install" in readme
+
+
+@pytest.mark.parametrize("workers, expected", [(2, 2), ("auto", None)])
+def test_workers_reach_the_prober_flags(chart, workers: Any, expected: int | None) -> None:
+    from prober.service.app import parse_workers
+    pod = workload(render(chart, "valid-minimal.yaml", workers=workers))["spec"]["template"]["spec"]
+    args = build_parser().parse_args(pod["containers"][0]["args"])
+    assert args.workers == str(workers)
+    assert parse_workers(args.workers) >= 1 and (expected is None or parse_workers(args.workers) == expected)
+    default = workload(render(chart, "valid-minimal.yaml"))["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--workers" not in default

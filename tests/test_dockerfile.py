@@ -1,9 +1,9 @@
 """The Dockerfile's promises, read with a real Dockerfile parser.
 
-No Docker engine runs on the development machines or in CI here, so the image
-build itself is checked elsewhere; these tests hold the file to what the
-deployment relies on: pinned bases, a numeric non-root user, no toolchain in
-the final stage, the entrypoint and default command, a read-only root.
+These tests hold the file to what the deployment relies on: pinned bases, a
+numeric non-root user, no toolchain in the final stage, the entrypoint and
+default command, a read-only root.  tests/image/ builds the image with podman
+and runs it.
 """
 from __future__ import annotations
 

@@ -368,7 +368,7 @@ def _tls_case(mode: str | None, error: str, *, connected: bool = True) -> Callab
 
 case("tcp-refused", "tls.connect_failed")(_tls_case(None, "connection refused", connected=False))
 case("tls-silent", "tls.handshake_failed", hangs=True)(_tls_case("silent", "timed out"))
-case("tls-garbage", "tls.handshake_failed")(_tls_case("garbage", "TLS error"))
+case("tls-garbage", "tls.handshake_failed")(_tls_case("garbage", "the TLS port does not speak TLS"))
 case("tls-reset", "tls.handshake_failed")(_tls_case("reset", "reset"))
 case("tls-slowloris", "tls.handshake_failed", hangs=True)(_tls_case("dribble", "timed out"))
 

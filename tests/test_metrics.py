@@ -258,9 +258,26 @@ def test_metric_names_match_the_documented_contract() -> None:
         "docs", "metrics.md").read_text(), re.M))
     registry = CollectorRegistry(auto_describe=False)
     SelfMetrics(registry, None)
-    exported = set(ENDPOINT_FAMILIES) | {f.name + ("_total" if f.type == "counter" else "")
+    from prober.service.supervisor import SupervisorMetrics
+    SupervisorMetrics(supervisor := CollectorRegistry(auto_describe=False), None, 2)
+    exported = {f.name + ("_total" if f.type == "counter" else "") for f in supervisor.collect()}
+    exported |= set(ENDPOINT_FAMILIES) | {f.name + ("_total" if f.type == "counter" else "")
                                          for f in registry.collect()}
     assert exported == documented
+
+
+def test_snapshot_lines_are_byte_for_byte_what_prometheus_client_writes(lab: dict) -> None:
+    """The snapshot formats its own lines (once per probe); they must equal generate_latest's."""
+    from prober.service.metrics import snapshot_rows
+    hostile = {"owner_team": 'a"b\\c\nd} x{y="1"', "app_owner": "zürich ☃ \t tab", "tls_termination": "x" * 5000}
+    for name in (WWW, EXPIRED, UNTRUSTED, REFUSED, TWIN):
+        report = _report(lab, name)
+        report = dataclasses.replace(report, endpoint=dataclasses.replace(report.endpoint, **hostile))
+        for location in (None, 'eu "west"'):
+            rows = snapshot_rows(report, location)
+            assert rows.render() == rows.render_by_client(), (name, location)
+    rows = snapshot_rows(_report(lab, WWW), drop=frozenset({"prober_tls_version_info"}))
+    assert rows.render()[list(ENDPOINT_FAMILIES).index("prober_tls_version_info")] == b""
 
 
 def test_certificate_series_carry_bounded_key_and_signature_labels(lab: dict) -> None:

@@ -18,8 +18,8 @@ NOW = datetime.now(timezone.utc)
 
 
 @pytest.fixture(autouse=True)
-def fresh_now() -> None:
-    """NOW as of this test, not of collection (a long suite run would skew it past the 5-minute backdate)."""
+def _now() -> None:
+    """NOW is each test's own start: the lab dates certificates from the real clock."""
     global NOW
     NOW = datetime.now(timezone.utc)
 

@@ -12,6 +12,7 @@ import http.client
 import os
 import signal
 import socket
+import re
 import subprocess
 import sys
 import threading
@@ -290,7 +291,9 @@ def test_probe_and_report_for_a_configured_hostname(fleet: Serve) -> None:
 def test_unconfigured_hostname_is_refused_without_a_connection(fleet: Serve, lab: Lab, path: str) -> None:
     for query, expected in ((f"hostname={UNLISTED}", 404), ("hostname=127.0.0.1", 400), ("", 400),
                             (f"hostname={WWW}&hostname={UNLISTED}", 400), ("hostname=%ff", 400),
-                            ("hostname=a..b", 400), (f"target={UNLISTED}", 400)):
+                            ("hostname=a..b", 400), (f"target={UNLISTED}", 400),
+                            # a Unicode name is converted (IDNA 2008) and looked up; one IDNA 2008 forbids is refused
+                            (f"hostname=b%C3%BCcher.{ZONE}", 404), (f"hostname=%E2%98%83.{ZONE}", 400)):
         status, body = fleet.get(f"{path}?{query}" if query else path)
         assert status == expected, (query, body)
         assert body.count("\n") == 1 and body.strip(), body
@@ -588,4 +591,18 @@ def test_reload_under_load_is_never_half_applied_and_loses_no_series(lab: Lab, t
         until(lambda: hostnames(service.metrics()) == set(shared + only_a), 10, "the last config fully probed")
     finally:
         stop.set()
+        assert service.stop() == 0
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_one_log_line_per_finished_probe_and_none_from_apscheduler(lab: Lab, tmp_path: Path, level: str) -> None:
+    service = Serve(lab.config(tmp_path / "probes.yaml", [WWW, EXPIRED]), "--log-level", level)
+    try:
+        service.wait_ready()
+        line = re.compile(r" INFO prober\.service: probed (\S+): (OK|WARNING|CRITICAL|UNKNOWN) (\S+) in \d+\.\d\ds$")
+        done = until(lambda: (lambda seen: seen if {WWW, EXPIRED} <= set(seen) else None)(
+            {m.group(1): m.groups()[1:] for m in map(line.search, service.lines) if m}), 15, "a probe line each")
+        assert done[WWW] == ("OK", "-") and done[EXPIRED] == ("CRITICAL", "tls.expired")
+        assert not [l for l in service.lines if "apscheduler" in l or "executed successfully" in l], service.stderr
+    finally:
         assert service.stop() == 0

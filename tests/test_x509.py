@@ -18,6 +18,15 @@ from prober.model import EXPIRY_TIERS
 
 NOW_DT = datetime.now(timezone.utc)
 NOW = NOW_DT.timestamp()
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """NOW is each test's own start: certificates the lab issues are dated from the real clock, so a
+    time read once at collection would lag them on a long run."""
+    global NOW_DT, NOW
+    NOW_DT = datetime.now(timezone.utc)
+    NOW = NOW_DT.timestamp()
 DAY = 86400.0
 HOST = "www.example.test"
 
@@ -49,15 +58,6 @@ def public_store() -> x509.TrustStore:
 
 
 @pytest.fixture(autouse=True)
-def fresh_now() -> None:
-    """NOW as of this test, not of collection: a long suite run would otherwise judge
-    certificates issued minutes later (backdated by only 5 minutes) as not yet valid."""
-    global NOW_DT, NOW
-    NOW_DT = datetime.now(timezone.utc)
-    NOW = NOW_DT.timestamp()
-
-
-@pytest.fixture(autouse=True)
 def fresh_cache():
     x509.cache_clear()
     yield
@@ -72,7 +72,8 @@ def served(issued: Issued) -> list[cx509.Certificate]:
 
 
 def verdict(issued: Issued, store: x509.TrustStore, host: str = HOST, now: float | None = None):
-    return x509.verify_chain(served(issued), host, store, NOW if now is None else now)
+    now = NOW if now is None else now
+    return x509.verify_chain(served(issued), host, store, now)
 
 
 # --------------------------------------------------------------------------

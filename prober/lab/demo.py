@@ -3,23 +3,30 @@
 For a newcomer on a fresh machine: no root, no internet, ten seconds.  It
 starts the lab scenarios (a DNS server per view, a demo CA, one TLS/HTTP
 endpoint per failure mode), prints one round of verdicts, then serves them.
+Nothing outlives it: the lab's directory (its private keys too) is removed on
+exit, on Ctrl-C and on SIGTERM, and `--once` prints no address that is dead
+once it has returned.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
+import signal
 import socket
 import sys
+import textwrap
 
 from ..engine import probe
-from ..render import to_dict
+from ..render import use_colour
 from .scenarios import DEMO, SCENARIOS, Lab
 
-_WIDTH = 120
+_COLOURS = {"OK": "32", "WARNING": "33", "CRITICAL": "31", "UNKNOWN": "35"}
+_MIN_VERDICT = 30  # below this, wrapping is worse than running past the edge
 
 
 def _free_port(host: str) -> int:
-    with socket.socket() as sock:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
 
@@ -32,47 +39,89 @@ def _listen(text: str) -> tuple[str, int]:
         raise ValueError(f"--listen {text!r}: want ADDR:PORT on loopback, e.g. 127.0.0.1:9716")
     if not (host.startswith("127.") or host in ("::1", "localhost")):
         raise ValueError(f"--listen {text!r}: the demo serves on loopback only")
+    host = "127.0.0.1" if host == "localhost" else host
     return host, number or _free_port(host)
 
 
-def verdict_table(reports) -> str:
-    lines = [f"{'STATUS':<9} {'ENDPOINT':<34} VERDICT"]
-    for r in sorted(reports, key=lambda r: (r.hostname != "healthy.lab.test", r.hostname)):
-        doc = to_dict(r)
-        message = doc["verdict"]["message"].replace(" (served by", " (by").split(" (+")[0]
-        message = message if len(message) <= _WIDTH else message[: _WIDTH - 3] + "..."
-        lines.append(f"{r.status.upper():<9} {r.hostname:<34} {message}")
+def _check_free(host: str, port: int) -> None:
+    """Bind the listen address once, as the service will, before anything is printed."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the service's own socket
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise ValueError(f"--listen {host}:{port}: {err.strerror or err} (is another prober running "
+                             "there? pick another port, or leave --listen out for a free one)") from None
+
+
+def verdict_table(reports, width: int | None = None, colour: bool = False) -> str:
+    """STATUS, ENDPOINT, VERDICT: the verdict wraps at the terminal's width instead of being cut."""
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    rows = sorted(reports, key=lambda r: (r.hostname != "healthy.lab.test", r.hostname))
+    name_width = max([len("ENDPOINT")] + [len(r.hostname) for r in rows])
+    indent = 11 + name_width  # status, space, name, space
+    room = max(width - indent, _MIN_VERDICT)
+    lines = [f"{'STATUS':<9} {'ENDPOINT':<{name_width}} VERDICT"]
+    for r in rows:
+        message = r.verdict.message.replace(" (served by", " (by").split(" (+")[0]
+        status = r.status.upper()
+        cell = f"\x1b[{_COLOURS.get(status, '0')}m{status:<9}\x1b[0m" if colour else f"{status:<9}"
+        wrapped = textwrap.wrap(message, room, break_on_hyphens=False) or [""]
+        lines.append(f"{cell} {r.hostname:<{name_width}} {wrapped[0]}")
+        lines += [" " * indent + more for more in wrapped[1:]]
     return "\n".join(lines)
 
 
-async def _round(lab: Lab, path: str) -> list:
+async def _round(path: str) -> list:
     from ..config import load_config
     return list(await asyncio.gather(*(probe(e) for e in load_config(path).endpoints)))
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds through the lab's cleanup, as Ctrl-C does
 
 
 def demo_main(args: argparse.Namespace) -> int:
     try:
         host, port = _listen(args.listen)
+        if not args.once:
+            _check_free(host, port)
     except ValueError as err:
         print(f"prober: {err}", file=sys.stderr)
         return 3
+    signal.signal(signal.SIGTERM, _terminate)
     scenarios = tuple(s for s in SCENARIOS if s.name in DEMO)
-    with Lab(scenarios, timeout=3.0, interval=15.0) as lab:
-        path = lab.write_config()
-        print(f"prober demo: {len(scenarios)} endpoints on loopback, DNS at "
-              f"127.0.0.1:{lab.resolvers['internal'].port} (internal), "
-              f":{lab.resolvers['public'].port} (public), :{lab.resolvers['authoritative'].port} (authoritative)")
-        print(f"config: {path}\n")
-        print(verdict_table(asyncio.run(_round(lab, path))))
-        base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-        print(f"\nmetrics:  {base}/metrics")
-        print(f"report:   {base}/report?hostname=expired.lab.test")
-        print(f"one-shot: prober check wrong-host.lab.test --config {path}")
-        if args.once:
-            return 0
-        print("serving every 15s; stop with Ctrl-C\n", flush=True)
-        from ..service.app import serve_main
-        serve_args = argparse.Namespace(config=path, listen=f"{host}:{port}", shard=None, location=None,
-                                        concurrency=64, log_level="warning")
-        code = serve_main(serve_args)
-    return code
+    lab: Lab | None = None
+    try:
+        lab = Lab(scenarios, timeout=3.0, interval=15.0)
+        with lab:
+            return _run(args, lab, host, port, len(scenarios))
+    except KeyboardInterrupt:  # before the service took over Ctrl-C: stopped, like the service's 0
+        print("prober demo: stopped", file=sys.stderr)
+        return 0
+    finally:
+        if lab is not None:
+            shutil.rmtree(lab.dir, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, lab: Lab, host: str, port: int, count: int) -> int:
+    path = lab.write_config()
+    dns = lab.resolvers
+    print(f"prober demo: {count} endpoints on loopback\nDNS at 127.0.0.1:{dns['internal'].port} (internal), "
+          f":{dns['public'].port} (public), :{dns['authoritative'].port} (authoritative)\n", flush=True)
+    print(verdict_table(asyncio.run(_round(path)), colour=use_colour(getattr(args, "color", "never"))))
+    if args.once:
+        print("\nthe lab is gone now; `prober demo` without --once keeps it serving:\n"
+              "a status page, /metrics, and a config for `prober check`", flush=True)
+        return 0
+    base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    print(f"\nstatus:   {base}/")
+    print(f"metrics:  {base}/metrics")
+    print(f"report:   {base}/report?hostname=expired.lab.test")
+    print(f"one-shot: prober check wrong-host.lab.test --config {path}")
+    print("serving every 15s until Ctrl-C; then the lab and its keys are removed\n", flush=True)
+    from ..service.app import serve_main
+    serve_args = argparse.Namespace(config=path, listen=f"{f'[{host}]' if ':' in host else host}:{port}",
+                                    shard=None, location=None, concurrency=64, log_level="warning",
+                                    first_round=True)
+    return serve_main(serve_args)

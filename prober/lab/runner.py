@@ -62,7 +62,7 @@ class TcpService:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._closed:  # accepted by the kernel just before close(): end it now
-            writer.transport.abort()
+            abort(writer)
             return
         task = asyncio.current_task()
         assert task is not None
@@ -89,7 +89,7 @@ class TcpService:
         if server is not None:
             await _stop_accepting(server)
         for writer in list(self._writers):
-            writer.transport.abort()  # abort, not close: a peer that never reads must not hold us
+            abort(writer)  # abort, not close: a peer that never reads must not hold us
         tasks = [t for t in self._tasks if t is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
@@ -115,6 +115,19 @@ async def _stop_accepting(server: asyncio.Server) -> None:
     for _ in range(_SETTLE_STEPS):
         await asyncio.sleep(0)
     server.close()
+
+
+def abort(writer: asyncio.StreamWriter) -> None:
+    """End a connection now, dropping what is buffered.
+
+    A TLS transport closed twice has let go of its SSL protocol; early 3.11
+    releases (Debian 12 ships 3.11.2; 3.11.7 checks for it) then dereference
+    None in abort() and raise AttributeError.  That connection is already gone.
+    """
+    try:
+        writer.transport.abort()
+    except AttributeError:
+        pass
 
 
 def _still_open(writer: asyncio.StreamWriter) -> bool:

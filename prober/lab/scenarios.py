@@ -77,6 +77,11 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("no-hsts", "no Strict-Transport-Security header", ("http.missing_hsts",), "warning", hsts=None),
     Scenario("health-503", "the ALB has no healthy targets", ("http.health_failed",), "critical",
              health=(503, b"<html>503 Service Temporarily Unavailable</html>", {"server": "awselb/2.0"})),
+    Scenario("waf-blocked", "AWS WAF on the ALB blocks the health check: its block page, no HSTS on it",
+             ("http.waf_blocked",), "critical", hsts=None,
+             health=(403, b"<html>\r\n<head><title>403 Forbidden</title></head>\r\n<body>\r\n"
+                          b"<center><h1>403 Forbidden</h1></center>\r\n</body>\r\n</html>\r\n",
+                     {"server": "awselb/2.0", "content-type": "text/html"})),
     Scenario("stale-dns", "the public resolver still serves the old load balancer",
              ("dns.stale_resolver", "dns.inconsistent", "tls.connect_failed"), "critical",
              dns={"public": {"A": [UNUSED_LOOPBACK], "ttl": 86400}}),

@@ -27,7 +27,8 @@ MAX_REDIRECTS = 5
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 USER_AGENT = b"prober/0.1 (+https://github.com/prober-dev/prober)"
 _KEPT_HEADERS = ("server", "location", "strict-transport-security", "via", "x-amz-cf-id", "x-azure-ref",
-                 "x-envoy-upstream-service-time", "cf-ray", "x-cache", "content-type")
+                 "x-envoy-upstream-service-time", "cf-ray", "x-cache", "content-type", "cf-mitigated",
+                 "x-amzn-waf-action", "x-iinfo")
 _MAX_AGE = re.compile(r"max-age\s*=\s*\"?(\d+)", re.I)
 
 
@@ -128,6 +129,71 @@ def edge_of(status: int | None, headers: dict[str, str], body: bytes) -> str | N
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class WafPrint:
+    """A WAF's or bot protection's default block page: status, then any one header, then any one body marker.
+
+    Headers are (name, lower-case substring; "" = present).  Bodies are lower-case substrings of the
+    first 4 KiB.  An empty tuple means "not needed".
+    """
+    name: str
+    statuses: tuple[int, ...]
+    headers: tuple[tuple[str, str], ...]
+    bodies: tuple[str, ...]
+
+
+# The one table of WAF and bot-protection block pages, as each vendor serves them by default.
+# Sources: AWS WAF developer guide ("Custom responses for Block actions": 403 by default; an ALB's
+# block page is `Server: awselb/2.0` with nginx-style "403 Forbidden"; CloudFront's says "Request
+# blocked."); Microsoft Learn, Azure WAF on Front Door and on Application Gateway ("The request is
+# blocked.", 403; App Gateway's page names Microsoft-Azure-Application-Gateway/v2); Cloudflare docs,
+# "Troubleshooting Cloudflare 1XXX errors" (1020 access denied; API clients get "error code: 1020")
+# and "Detect a Challenge Page response" (`cf-mitigated: challenge`); Akamai's edge denial page
+# (`Server: AkamaiGHost`, "Access Denied", "Reference #" written as HTML entities); Imperva's
+# block page ("Request unsuccessful. Incapsula incident ID").  Cross-checked with wafw00f's plugins.
+WAF_FINGERPRINTS: tuple[WafPrint, ...] = (
+    WafPrint("AWS WAF on an ALB", (403,), (("server", "awselb"),), ("<h1>403 forbidden</h1>",)),
+    WafPrint("AWS WAF on CloudFront", (403,), (("x-amz-cf-id", ""), ("server", "cloudfront")),
+             ("request blocked.",)),
+    WafPrint("AWS WAF (challenge or CAPTCHA)", (202, 405), (("x-amzn-waf-action", ""),), ()),
+    WafPrint("Azure Application Gateway WAF", (403,), (("server", "microsoft-azure-application-gateway"),),
+             ("microsoft-azure-application-gateway",)),
+    WafPrint("Azure Front Door WAF", (403,), (("x-azure-ref", ""),), ("the request is blocked.",)),
+    WafPrint("Cloudflare managed challenge", (403, 429, 503), (("cf-mitigated", "challenge"),), ()),
+    WafPrint("Cloudflare WAF (error 1020, access denied)", (403,), (("server", "cloudflare"), ("cf-ray", "")),
+             ("error code: 1020", "error 1020", 'cf-error-code">1020')),
+    WafPrint("Akamai (edge access denied)", (403,), (("server", "akamaighost"),),
+             ("reference #", "reference&#32;&#35;")),
+    WafPrint("Imperva/Incapsula", (), (), ("incapsula incident id",)),
+)
+
+
+def waf_of(status: int | None, headers: dict[str, str], body: bytes) -> str | None:
+    """The WAF whose block page this is, or None: matched against WAF_FINGERPRINTS."""
+    if status is None:
+        return None
+    text = body[:4096].decode("utf-8", "replace").lower()
+    for fp in WAF_FINGERPRINTS:
+        if fp.statuses and status not in fp.statuses:
+            continue
+        if fp.headers and not any(want in headers.get(name, "\0").lower() if want else name in headers
+                                  for name, want in fp.headers):
+            continue
+        if fp.bodies and not any(marker in text for marker in fp.bodies):
+            continue
+        return fp.name
+    return None
+
+
+def from_application(h: HttpExchange) -> bool:
+    """Whether the application (not a WAF block page, nor the edge's own error page) answered."""
+    if h.status is None or h.blocked_by is not None:
+        return False
+    edge = h.edge or ""
+    return not (edge and h.status >= 500) and not edge.startswith(("ingress-nginx default backend",
+                                                                   "Envoy (upstream"))
+
+
 def _exchange_record(url: str, address: str, raw: _Raw | None, error: str | None, ok: bool,
                      endpoint: Endpoint) -> HttpExchange:
     if raw is None:
@@ -137,7 +203,8 @@ def _exchange_record(url: str, address: str, raw: _Raw | None, error: str | None
     return HttpExchange(
         url=url, address=address, status=raw.status, location=raw.headers.get("location"), headers=kept,
         body_excerpt=raw.body[:256].decode("utf-8", "replace"), body_bytes=raw.body_bytes, error=error,
-        edge=edge_of(raw.status, raw.headers, raw.body), ok=ok, first_byte_seconds=raw.first_byte)
+        edge=edge_of(raw.status, raw.headers, raw.body), ok=ok, first_byte_seconds=raw.first_byte,
+        blocked_by=waf_of(raw.status, raw.headers, raw.body))
 
 
 # ------------------------------------------------------------------- redirect
@@ -255,23 +322,29 @@ async def probe_http(endpoint: Endpoint, connections: list[Connection], redirect
 
 
 # ------------------------------------------------------------------- findings
-def _finding(endpoint: Endpoint, code: str, message: str, address: str | None = None) -> Finding:
+def _finding(endpoint: Endpoint, code: str, message: str, address: str | None = None,
+             dial: str | None = None) -> Finding:
     return Finding(code=code, severity=CATALOGUE[code].severity, layer="http", message=message,
-                   hint=hint_for(code, endpoint), address=address)
+                   hint=hint_for(code, endpoint, address or dial), address=address)
 
 
 def judge(endpoint: Endpoint, result: HttpResult) -> list[Finding]:
     out = _judge_redirect(endpoint, result.redirect)
     for h in result.health:
-        if not h.ok:
+        if h.blocked_by is not None and not h.ok:
+            out.append(_waf_finding(endpoint, h, endpoint.tls.port))
+        elif not h.ok:
             out.append(_health_finding(endpoint, h))
-    answered = [h for h in result.health if h.status is not None]
+    # HSTS is the application's to send: a block page or the edge's own error page says nothing about it.
+    answered = [h for h in result.health if from_application(h)]
+    hsts = next((v for h in answered for k, v in h.headers if k == "strict-transport-security"), None)
     if endpoint.http.hsts and answered:
-        age = _MAX_AGE.search(result.hsts or "")
-        if result.hsts is None or age is None or int(age.group(1)) < 86400:
-            got = f"'{result.hsts}'" if result.hsts else "no Strict-Transport-Security header"
+        age = _MAX_AGE.search(hsts or "")
+        if hsts is None or age is None or int(age.group(1)) < 86400:
+            got = f"'{hsts}'" if hsts else "no Strict-Transport-Security header"
             out.append(_finding(endpoint, "http.missing_hsts",
-                                f"https://{endpoint.hostname} sends {got}; want max-age of at least one day"))
+                                f"https://{endpoint.hostname} sends {got}; want max-age of at least one day",
+                                dial=answered[0].address))
     return out
 
 
@@ -279,6 +352,8 @@ def _judge_redirect(endpoint: Endpoint, r: HttpExchange | None) -> list[Finding]
     if r is None or r.ok:
         return []
     where = f"{r.address}:{endpoint.http.port}"
+    if r.blocked_by is not None:
+        return [_waf_finding(endpoint, r, endpoint.http.port)]
     if r.status is None:
         code = "http.connect_failed"
         return [_finding(endpoint, code, f"{r.url} ({where}) did not answer: {r.error}", where)]
@@ -287,6 +362,13 @@ def _judge_redirect(endpoint: Endpoint, r: HttpExchange | None) -> list[Finding]
                          f"{r.url} answers {r.status} instead of redirecting to https ({where})", where)]
     _, why = redirect_ok(endpoint, r.location)
     return [_finding(endpoint, "http.redirect_mismatch", f"{r.url} redirects with {r.status}, but {why}", where)]
+
+
+def _waf_finding(endpoint: Endpoint, h: HttpExchange, port: int) -> Finding:
+    where = f"{h.address}:{port}"
+    return _finding(endpoint, "http.waf_blocked",
+                    f"{h.url} was answered by a block page of {h.blocked_by} ({h.status}), not by the "
+                    f"application, at {where}", where)
 
 
 def _health_finding(endpoint: Endpoint, h: HttpExchange) -> Finding:

@@ -188,7 +188,6 @@ _SSL_REASONS = {
     "NO_CIPHERS_AVAILABLE": "no cipher suite in common",
     "DH_KEY_TOO_SMALL": "the server's Diffie-Hellman group is too small",
     "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate",
-    "WRONG_VERSION_NUMBER": "the server did not answer in TLS (plain HTTP on the TLS port?)",
     "UNEXPECTED_EOF_WHILE_READING": "the server closed the connection during the handshake",
     "TLSV1_UNRECOGNIZED_NAME": "the server does not serve this name (SNI)",
     "TLSV1_ALERT_INTERNAL_ERROR": "the server reported an internal error",
@@ -250,8 +249,32 @@ async def _handshake(address: str, port: int, hostname: str, ctx: ssl.SSLContext
                                   timeout=max(deadline - time.monotonic(), 0.001))
     except Exception as exc:
         await Connection(address, port, raw).aclose()
-        return None, _error_text(exc), True, connected - started, None
+        error = _error_text(exc)
+        if error == "TLS error: WRONG_VERSION_NUMBER":
+            error = await _not_tls(address, port, hostname, deadline)
+        return None, error, True, connected - started, None
     return tls, None, True, connected - started, time.monotonic() - connected
+
+
+async def _not_tls(address: str, port: int, hostname: str, deadline: float) -> str:
+    """The reply was no TLS record: ask once in plain HTTP, so the message can say what answers there.
+
+    Only on this failure, and bounded by the probe's deadline: a second connection, never a retry.
+    """
+    plain = None
+    try:
+        budget = max(min(deadline - time.monotonic(), 1.0), 0.001)
+        plain = await AsyncioStream.connect(address, port, budget)
+        await plain.write(f"HEAD / HTTP/1.0\r\nHost: {hostname}\r\n\r\n".encode(), budget)
+        head = await plain.read(5, budget)
+    except Exception:
+        head = b""
+    finally:
+        if plain is not None:
+            await Connection(address, port, plain).aclose()
+    if head == b"HTTP/":
+        return "the TLS port answers plain HTTP (TLS is not enabled on this listener, or the port is the HTTP one)"
+    return "the TLS port does not speak TLS (its reply is not a TLS record: OpenSSL says WRONG_VERSION_NUMBER)"
 
 
 # Which protocols and suites a listener accepts, and which certificate it gives an RSA-only
@@ -346,7 +369,9 @@ async def probe_address(endpoint: Endpoint, address: str, deadline: float, store
     stream, error, connected, t_connect, t_tls = await _handshake(
         address, port, endpoint.hostname, probe_context(endpoint.tls.client_cert), deadline)
     if stream is None:
-        side = await _side_checks(endpoint, address, deadline) if connected and error != "timed out" else {}
+        # A refused or timed-out handshake, or a port that does not speak TLS: nothing more to learn there.
+        worth = connected and error != "timed out" and not (error or "").startswith("the TLS port")
+        side = await _side_checks(endpoint, address, deadline) if worth else {}
         return TlsTarget(address=address, port=port, connected=connected, error=error,
                          connect_seconds=t_connect, **side), None
     sslobj = stream.get_extra_info("ssl_object")
@@ -413,7 +438,7 @@ async def probe_tls(endpoint: Endpoint, addresses: tuple[str, ...], deadline: fl
 def _finding(endpoint: Endpoint, code: str, message: str, address: str | None = None,
              severity: str | None = None, tier: str | None = None) -> Finding:
     return Finding(code=code, severity=severity or CATALOGUE[code].severity, layer="tls",
-                   message=message, hint=hint_for(code, endpoint), address=address, tier=tier)
+                   message=message, hint=hint_for(code, endpoint, address), address=address, tier=tier)
 
 
 def judge(endpoint: Endpoint, result: TlsResult) -> list[Finding]:

@@ -14,22 +14,25 @@ import asyncio
 import gc
 import ipaddress
 import logging
+import os
 import signal
 import sys
 import time
 from collections.abc import Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 
 from ..config import ConfigError, load_config
 from ..engine import probe
+from ..model import Config
 from ..shard import in_shard, parse_shard
-from .metrics import SelfMetrics, Snapshot, SnapshotStore, endpoint_exposition
+from .metrics import OPTIONAL_FAMILIES, SelfMetrics, Snapshot, SnapshotStore, endpoint_exposition
+from .page import Row
 from .scheduler import OUTER_GUARD, Change, ProbeScheduler
-from .web import ServiceUnavailable, WebServer
+from .web import ServiceApi, ServiceUnavailable, WebServer
 
 log = logging.getLogger("prober.service")
 
@@ -59,6 +62,10 @@ def settle_heap() -> int:
     return gc.get_freeze_count()
 
 
+class Reloadable(Protocol):
+    def load(self, reason: str, initial: bool = False) -> Coroutine[Any, Any, tuple[bool, str]]: ...
+
+
 class StartupError(Exception):
     """The service cannot start: one line for the operator, exit code 3."""
 
@@ -71,6 +78,10 @@ class Options:
     shard: tuple[int, int] | None
     location: str | None
     concurrency: int
+    discover: str | None = None  # Kubernetes manifests merged under the config on every load
+    first_round: bool = False  # probe everything once at start (the demo): /metrics is complete at once
+    workers: int = 1
+    drop: frozenset[str] = frozenset()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -83,7 +94,57 @@ class Options:
         if location is not None and (not location.strip() or len(location) > MAX_LOCATION
                                      or not location.isprintable()):
             raise ValueError(f"--location: must be 1 to {MAX_LOCATION} printable characters")
-        return cls(args.config, host, port, shard, location, args.concurrency)
+        # Callers other than the CLI (`prober demo`) may leave the newer flags out.
+        return cls(args.config, host, port, shard, location, args.concurrency,
+                   discover=getattr(args, "discover", None),
+                   first_round=bool(getattr(args, "first_round", False)),
+                   workers=parse_workers(getattr(args, "workers", "1")),
+                   drop=parse_drop(getattr(args, "drop_family", None) or []))
+
+
+MAX_WORKERS = 256
+
+
+def parse_workers(text: str) -> int:
+    """--workers: a count, or 'auto' for the CPUs this process may use."""
+    if text == "auto":
+        return usable_cpus()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+        raise ValueError(f"--workers {text!r}: expected a number from 1 to {MAX_WORKERS}, or auto")
+    return int(text)
+
+
+def usable_cpus(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The CPUs this process may run on, capped by its cgroup's CPU quota (a container's CPU limit)."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        with open(cpu_max) as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))  # a 1.5-CPU limit still gets 2
+    except (OSError, ValueError):
+        pass  # no cgroup v2 CPU controller here: the affinity mask is the answer
+    return max(1, cpus)
+
+
+def parse_drop(names: list[str]) -> frozenset[str]:
+    """--drop-family: only the optional endpoint families may be left out (docs/metrics.md)."""
+    unknown = [n for n in names if n not in OPTIONAL_FAMILIES]
+    if unknown:
+        raise ValueError(f"--drop-family {unknown[0]!r}: not an optional family; "
+                         f"choose from {', '.join(OPTIONAL_FAMILIES)}")
+    return frozenset(names)
+
+
+def read_config(options: Options) -> Config:
+    """The config file, with the --discover manifests merged under it (its own keys win)."""
+    if options.discover is None:
+        return load_config(options.config)
+    from ..discover import ManifestError, merged_config
+    try:
+        return merged_config(options.config, options.discover)
+    except ManifestError as err:
+        raise ConfigError([f"--discover {err}"]) from None
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -123,7 +184,7 @@ class Service:
         async with self._reload_lock:
             path = self._options.config
             try:
-                config = await asyncio.to_thread(load_config, path)
+                config = await asyncio.to_thread(self._read_config)
             except ConfigError as err:
                 return self._failed(reason, _summary(err.problems), initial)
             except Exception as err:  # a bad file must never take the running service down
@@ -138,6 +199,9 @@ class Service:
             if not endpoints:
                 log.warning("no endpoint of %s is in this shard: nothing will be probed", path)
             return True, message
+
+    def _read_config(self) -> Config:
+        return read_config(self._options)
 
     def _failed(self, reason: str, message: str, initial: bool) -> tuple[bool, str]:
         self._metrics.reload_ok.set(0)
@@ -161,6 +225,11 @@ class Service:
     def report(self, hostname: str) -> Snapshot | None:
         latest = self._scheduler.latest(hostname)
         return latest if latest is not None else self.probe(hostname)
+
+    def overview(self) -> list[Row]:
+        """Every endpoint in force with its latest report (None before its first probe)."""
+        latest = {s.hostname: s.report for s in self._scheduler.snapshots()}
+        return [Row(e, latest.get(h)) for h, e in self._scheduler.endpoints.items()]
 
     def reload(self) -> tuple[bool, str]:
         ok, message = self._call(self.load("POST /-/reload"), RELOAD_WAIT)
@@ -191,7 +260,7 @@ def _loaded(path: str, total: int, kept: int, shard: tuple[int, int] | None, cha
             f"{len(change.removed)} removed, {len(change.changed)} changed")
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, who: str = "") -> None:
     """One line per event on stderr.
 
     httpx/httpcore log every request's and response's headers at debug level,
@@ -199,18 +268,20 @@ def _setup_logging(level: str) -> None:
     Authorization token), so they stay at WARNING even under --log-level debug.
     """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s %(name)s{who}: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     debug = level == "debug"
-    for name, quiet in (("apscheduler", logging.ERROR), ("asyncio", logging.WARNING)):
-        logging.getLogger(name).setLevel(logging.DEBUG if debug else quiet)
+    # APScheduler logs every job's start and success at info, whatever the probe found: the
+    # scheduler's own per-probe line says more, so it keeps only its warnings and errors.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("asyncio").setLevel(logging.DEBUG if debug else logging.WARNING)
     for name in ("httpx", "httpcore", "hpack"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, service: Service) -> None:
+def install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, service: Reloadable) -> None:
     reloads: set[asyncio.Task] = set()  # held so a running reload is not garbage-collected
 
     def hangup() -> None:
@@ -223,20 +294,24 @@ def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, servi
         loop.add_signal_handler(sig, stop.set)
 
 
+def open_web(options: Options, api: ServiceApi) -> WebServer:
+    try:
+        return WebServer(options.host, options.port, api)
+    except OSError as err:
+        raise StartupError(f"cannot listen on {options.host}:{options.port}: {err.strerror or err}") from None
+
+
 async def _serve(options: Options) -> int:
     loop = asyncio.get_running_loop()
     disable_created_metrics()  # *_created series would double the self-metrics for no alert's use
     registry = CollectorRegistry(auto_describe=False)
     metrics = SelfMetrics(registry, options.location)
     scheduler = ProbeScheduler(probe, SnapshotStore(), metrics, concurrency=options.concurrency,
-                               location=options.location)
+                               location=options.location, drop=options.drop)
     service = Service(loop, options, scheduler, metrics, registry)
-    try:
-        web = WebServer(options.host, options.port, service)
-    except OSError as err:
-        raise StartupError(f"cannot listen on {options.host}:{options.port}: {err.strerror or err}") from None
+    web = open_web(options, service)
     stop = asyncio.Event()
-    _install_signals(loop, stop, service)
+    install_signals(loop, stop, service)
     web.start()
     log.info("listening on %s", web.url)
     try:
@@ -244,6 +319,8 @@ async def _serve(options: Options) -> int:
         if not ok:
             raise StartupError(f"cannot load the config: {message}")
         log.debug("heap settled: %d start-up objects frozen", settle_heap())
+        if options.first_round:
+            await asyncio.gather(*(scheduler.probe_now(h) for h in list(scheduler.endpoints)))
         scheduler.start()
         service.ready = True
         await stop.wait()
@@ -265,8 +342,16 @@ def serve_main(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"prober: {err}", file=sys.stderr)
         return EXIT_USAGE
-    _setup_logging(args.log_level)
+    from .worker import worker_spec
+    spec = worker_spec()
+    _setup_logging(args.log_level, f"[worker {spec[0]}]" if spec else "")
     try:
+        if spec is not None:
+            from .worker import work
+            return asyncio.run(work(options, *spec))
+        if options.workers > 1:
+            from .supervisor import supervise
+            return asyncio.run(supervise(options))
         return asyncio.run(_serve(options))
     except StartupError as err:
         print(f"prober: {err}", file=sys.stderr)

@@ -22,6 +22,7 @@ from typing import TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from ..model import EXIT_CODES, EXPIRY_TIERS, LAYERS, CertInfo, Report
 
@@ -48,6 +49,8 @@ ENDPOINT_FAMILIES: dict[str, str] = {
     "prober_dns_resolver_latency_seconds": "How long the resolver took to answer.",
     "prober_dns_resolver_answers": "Number of A and AAAA records the resolver returned.",
     "prober_dns_resolver_agrees_with_authoritative": "1 when the resolver's answer matches the authoritative one.",
+    "prober_dns_resolver_dnssec_validated": "1 when the resolver validated the answer with DNSSEC (AD set).",
+    "prober_dns_zone_serial": "SOA serial each name server of the endpoint's zone answers (at most 8 servers).",
     "prober_tls_certificate_not_after_timestamp_seconds": "notAfter of a served certificate (unix seconds).",
     "prober_tls_certificate_not_before_timestamp_seconds": "notBefore of a served certificate (unix seconds).",
     "prober_tls_earliest_expiry_timestamp_seconds": "Earliest notAfter over every served chain.",
@@ -63,6 +66,16 @@ def _clip(value: str | None) -> str:
 
 
 FAMILY_INDEX: dict[str, int] = {name: i for i, name in enumerate(ENDPOINT_FAMILIES)}
+# Families no shipped alert or dashboard needs: `prober serve --drop-family NAME` leaves them out of
+# every snapshot, for large fleets (docs/metrics.md, "Cardinality budget").
+OPTIONAL_FAMILIES: tuple[str, ...] = (
+    "prober_phase_duration_seconds",
+    "prober_dns_resolver_rcode",
+    "prober_dns_resolver_latency_seconds",
+    "prober_dns_resolver_answers",
+    "prober_tls_certificate_not_before_timestamp_seconds",
+    "prober_tls_version_info",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +96,14 @@ class Snapshot:
 class _Rows(Collector):
     """Collects samples per family; a repeated label set keeps its first value."""
 
-    def __init__(self, base: dict[str, str]) -> None:
+    def __init__(self, base: dict[str, str], drop: frozenset[str] = frozenset()) -> None:
         self.base = base
+        self.drop = drop
         self.by_family: dict[str, dict[tuple, float]] = {}
 
     def add(self, family: str, value: float, **labels: str | None) -> None:
+        if family in self.drop:
+            return
         full = {**self.base, **{k: _clip(v) for k, v in labels.items()}}
         self.by_family.setdefault(family, {}).setdefault(tuple(full.items()), float(value))
 
@@ -102,7 +118,22 @@ class _Rows(Collector):
                 yield family
 
     def render(self) -> tuple[bytes, ...]:
-        """Sample lines per family, rendered by prometheus_client (escaping, float format, label order)."""
+        """Sample lines per family, byte for byte as prometheus_client's text format writes them
+        (labels sorted by name, label values escaped, Go float format), without building its
+        Metric and Sample objects: this runs once per probe."""
+        out: list[bytes] = []
+        for name in ENDPOINT_FAMILIES:
+            rows = self.by_family.get(name)
+            if not rows:
+                out.append(b"")
+                continue
+            out.append("".join(
+                f"{name}{{{','.join(f'{k}={chr(34)}{_escape(v)}{chr(34)}' for k, v in sorted(labels))}}} "
+                f"{floatToGoString(value)}\n" for labels, value in rows.items()).encode())
+        return tuple(out)
+
+    def render_by_client(self) -> tuple[bytes, ...]:
+        """The same lines through prometheus_client's generate_latest (what render must equal)."""
         lines: list[list[str]] = [[] for _ in ENDPOINT_FAMILIES]
         current: list[str] = lines[0]
         for line in generate_latest(self).decode().splitlines(keepends=True):
@@ -113,16 +144,25 @@ class _Rows(Collector):
         return tuple("".join(family).encode() for family in lines)
 
 
-def build_snapshot(report: Report, location: str | None = None) -> Snapshot:
-    """Turn a report into the samples of every endpoint family (docs/metrics.md)."""
+def _escape(value: str) -> str:
+    """A label value as the text format escapes it: backslash, newline and double quote."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def build_snapshot(report: Report, location: str | None = None, drop: frozenset[str] = frozenset()) -> Snapshot:
+    """Turn a report into the samples of every endpoint family (docs/metrics.md), less the `drop`ped ones."""
+    return Snapshot(report, snapshot_rows(report, location, drop).render())
+
+
+def snapshot_rows(report: Report, location: str | None = None, drop: frozenset[str] = frozenset()) -> _Rows:
     base = {"hostname": report.hostname}
     if location:
         base["location"] = location
-    rows = _Rows(base)
+    rows = _Rows(base, drop)
     _probe_rows(rows, report)
     _dns_rows(rows, report)
     _tls_rows(rows, report)
-    return Snapshot(report, rows.render())
+    return rows
 
 
 def _probe_rows(rows: _Rows, r: Report) -> None:
@@ -155,6 +195,12 @@ def _dns_rows(rows: _Rows, r: Report) -> None:
         if a.agrees_with_authoritative is not None:
             rows.add("prober_dns_resolver_agrees_with_authoritative", 1 if a.agrees_with_authoritative else 0,
                      **who)
+        if a.dnssec is not None:
+            rows.add("prober_dns_resolver_dnssec_validated", 1 if a.dnssec.validated else 0, **who)
+    checked = r.dns.delegation
+    for server in checked.servers if checked else ():
+        if server.serial is not None:  # servers are bounded by the DNS layer's MAX_AUTHORITATIVE
+            rows.add("prober_dns_zone_serial", server.serial, zone=checked.zone, server=server.name)
 
 
 # Label values from served certificates, kept to known values so a hostile certificate cannot
@@ -248,13 +294,16 @@ def render_snapshot(snapshot: Snapshot) -> bytes:
 
 
 class SelfMetrics:
-    """The prober's own metrics; with a location, every one carries location=NAME."""
+    """The prober's own metrics; with a location, every one carries location=NAME.
 
-    def __init__(self, registry: CollectorRegistry, location: str | None) -> None:
-        loc = (location,) if location else ()
-        names = ("location",) if location else ()
+    A worker process of `prober serve --workers N` labels its own with worker="I" too.
+    """
 
-        def one(metric: M) -> M:  # the one child of a metric whose only label is the location
+    def __init__(self, registry: CollectorRegistry, location: str | None, worker: str | None = None) -> None:
+        base = {k: v for k, v in (("location", location), ("worker", worker)) if v}
+        loc, names = tuple(base.values()), tuple(base)
+
+        def one(metric: M) -> M:  # the one child of a metric labelled by location and worker only
             return metric.labels(*loc) if loc else metric
 
         runs = Counter("prober_probe_runs", "Probes run, by result.", (*names, "result"), registry=registry)
@@ -268,12 +317,41 @@ class SelfMetrics:
                                    names, registry=registry))
         self.endpoints = one(Gauge("prober_endpoints_configured",
                                    "Endpoints in the loaded config (after sharding).", names, registry=registry))
-        self.reload_ok = one(Gauge("prober_config_last_reload_successful",
-                                   "1 when the last config (re)load succeeded.", names, registry=registry))
-        self.reload_time = one(Gauge("prober_config_last_reload_success_timestamp_seconds",
-                                     "When the config was last loaded successfully (unix seconds).", names,
-                                     registry=registry))
+        if worker is None:  # a worker gets its config from the supervisor, which reports the reloads
+            self.reload_ok, self.reload_time = reload_gauges(registry, location)
 
     def observe_run(self, report: Report) -> None:
         self.runs.get(report.status, self.runs["unknown"]).inc()
         self.run_duration.observe(report.duration_seconds)
+
+
+def reload_gauges(registry: CollectorRegistry, location: str | None) -> tuple[Gauge, Gauge]:
+    """prober_config_last_reload_successful and its timestamp: one process per service reports them."""
+    loc, names = ((location,), ("location",)) if location else ((), ())
+    ok = Gauge("prober_config_last_reload_successful", "1 when the last config (re)load succeeded.", names,
+               registry=registry)
+    when = Gauge("prober_config_last_reload_success_timestamp_seconds",
+                 "When the config was last loaded successfully (unix seconds).", names, registry=registry)
+    return (ok.labels(*loc), when.labels(*loc)) if loc else (ok, when)
+
+
+def join_expositions(parts: Iterable[bytes]) -> bytes:
+    """Several processes' /metrics as one: each family's HELP and TYPE once, then every part's samples.
+
+    A family starts at a line "# HELP name ..." followed by its TYPE line (prometheus_client
+    always writes both, and escapes a newline inside a label value or help text, so such a
+    line never starts inside a sample).  Families keep the order in which they first appear.
+    """
+    headers: dict[bytes, memoryview] = {}
+    samples: dict[bytes, list[memoryview]] = {}
+    for text in parts:
+        view = memoryview(text)
+        start = 0 if text.startswith(b"# HELP ") else text.find(b"\n# HELP ") + 1
+        while 0 <= start < len(text) and text.startswith(b"# HELP ", start):
+            end = text.find(b"\n# HELP ", start) + 1 or len(text)
+            name = text[start + 7:text.index(b" ", start + 7)]
+            body = text.index(b"\n", text.index(b"\n", start) + 1) + 1  # past the HELP and TYPE lines
+            headers.setdefault(name, view[start:body])
+            samples.setdefault(name, []).append(view[body:end])
+            start = end
+    return b"".join(piece for name, header in headers.items() for piece in (header, *samples[name]))

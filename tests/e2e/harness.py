@@ -41,7 +41,12 @@ TOOLS: dict[str, tuple[str, str]] = {
     "promtool": ("/usr/bin/promtool", "prometheus"),
     "alertmanager": ("/usr/bin/prometheus-alertmanager", "prometheus-alertmanager"),
     "amtool": ("/usr/bin/amtool", "prometheus-alertmanager"),
+    "dig": ("/usr/bin/dig", "dnsutils"),
+    "curl": ("/usr/bin/curl", "curl"),
     "openssl": ("/usr/bin/openssl", "openssl"),
+    "dnssec-keygen": ("/usr/bin/dnssec-keygen", "bind9-utils"),
+    "dnssec-signzone": ("/usr/bin/dnssec-signzone", "bind9-utils"),
+    "dnssec-dsfromkey": ("/usr/bin/dnssec-dsfromkey", "bind9-utils"),
 }
 
 

@@ -29,6 +29,26 @@ spec:
   terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
   securityContext:
     {{- toYaml .Values.podSecurityContext | nindent 4 }}
+  {{- if .Values.validateConfig }}
+  # `prober validate` on the mounted config before the prober starts: what the
+  # chart could not check at render time (an existingConfigMap, a ca_file from
+  # another volume, a regular expression) stops here, and its one-line reason
+  # shows in `kubectl describe pod` as the init container's termination message.
+  initContainers:
+    - name: validate
+      image: {{ include "prober.image" . | quote }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args:
+        - validate
+        - /etc/prober/{{ include "prober.configKey" . }}
+      terminationMessagePolicy: FallbackToLogsOnError
+      resources:
+        {{- toYaml .Values.resources | nindent 8 }}
+      securityContext:
+        {{- toYaml .Values.securityContext | nindent 8 }}
+      volumeMounts:
+        {{- include "prober.configMounts" . | nindent 8 }}
+  {{- end }}
   containers:
     - name: prober
       image: {{ include "prober.image" . | quote }}
@@ -43,6 +63,10 @@ spec:
         # Each StatefulSet pod takes the shard of its ordinal (prober-2 -> 2).
         - --shard
         - {{ printf "ordinal/%d" (int .Values.shards) | quote }}
+        {{- end }}
+        {{- if ne (toString .Values.workers) "1" }}
+        - --workers
+        - {{ .Values.workers | quote }}
         {{- end }}
         {{- with .Values.location }}
         - --location
@@ -74,15 +98,7 @@ spec:
       securityContext:
         {{- toYaml .Values.securityContext | nindent 8 }}
       volumeMounts:
-        # A directory mount (not subPath) so ConfigMap updates reach the pod.
-        - name: config
-          mountPath: /etc/prober
-          readOnly: true
-        - name: tmp
-          mountPath: /tmp
-        {{- with .Values.extraVolumeMounts }}
-        {{- toYaml . | nindent 8 }}
-        {{- end }}
+        {{- include "prober.configMounts" . | nindent 8 }}
   volumes:
     - name: config
       configMap:
@@ -109,4 +125,17 @@ spec:
   topologySpreadConstraints:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end }}
+
+{{/* The mounts both containers need: the config directory, /tmp, and the extra ones (a CA bundle). */}}
+{{- define "prober.configMounts" -}}
+# A directory mount (not subPath) so ConfigMap updates reach the pod.
+- name: config
+  mountPath: /etc/prober
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
