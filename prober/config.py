@@ -25,8 +25,8 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from . import idn
-from .model import EXPIRY_TIERS, Config, DnsContract, Endpoint, HttpContract, ResolverSpec, TlsContract
+from . import idn, tlspolicy
+from .model import EXPIRY_TIERS, ClientCert, Config, DnsContract, Endpoint, HttpContract, ResolverSpec, TlsContract
 
 __all__ = [
     "ConfigError", "load_config", "parse_config", "load_defaults", "build_endpoint",
@@ -574,19 +574,7 @@ def _authoritative_field(v: _V, env: _Env) -> str:
 
 
 def _ca_file_field(v: _V, env: _Env) -> str:
-    path = os.path.expanduser(_str(v, "a path to a PEM file").strip())
-    path = os.path.normpath(os.path.join(env.base_dir, path))
-    where = "(relative paths start at the directory of the config file)"
-    if not os.path.isfile(path):  # also keeps a FIFO or a device from blocking the load
-        raise _Invalid(f"is not a file: {_show(path)} {where}", v.line)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(16 << 20)
-    except OSError as err:
-        raise _Invalid(f"cannot read {_show(path)}: {err.strerror or err}", v.line) from None
-    if b"-----BEGIN CERTIFICATE-----" not in data:
-        raise _Invalid(f"{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", v.line)
-    return path
+    return _pem_file(v, env, b"-----BEGIN CERTIFICATE-----", "certificate", 16 << 20)
 
 
 def _expiry_days_field(v: _V, env: _Env) -> tuple[int, ...]:
@@ -770,6 +758,48 @@ def _headers_field(v: _V, env: _Env) -> tuple[tuple[str, str], ...]:
     return tuple((name, value.value) for name, value in mapping.items())
 
 
+def _pem_file(v: _V, env: _Env, marker: bytes, what: str, limit: int = 1 << 20) -> str:
+    """A readable file holding `marker`, relative paths from the config's directory."""
+    path = os.path.normpath(os.path.join(env.base_dir, os.path.expanduser(_str(v, "a path to a PEM file").strip())))
+    if not os.path.isfile(path):
+        raise _Invalid(f"is not a file: {_show(path)} (relative paths start at the directory of the config file)",
+                       v.line)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit)  # a bounded read also keeps a FIFO or a device from blocking the load
+    except OSError as err:
+        raise _Invalid(f"cannot read {_show(path)}: {err.strerror or err}", v.line) from None
+    if marker not in data:
+        raise _Invalid(f"{path} holds no PEM {what} ({marker.decode()})", v.line)
+    return path
+
+
+def _client_cert_field(v: _V, env: _Env) -> ClientCert:
+    mapping = _map(v, "a mapping with cert_file and key_file")
+    keys = ("cert_file", "key_file")
+    errors = [(v.key_lines.get(k), f"client_cert key '{k}': {_unknown_key(k, keys)}") for k in mapping if k not in keys]
+    errors += [(v.line, f"needs {k} (a PEM file)") for k in keys if k not in mapping]
+    if errors:
+        raise _Invalid(items=errors)
+    return ClientCert(_pem_file(mapping["cert_file"], env, b"-----BEGIN CERTIFICATE-----", "certificate"),
+                      _pem_file(mapping["key_file"], env, b"PRIVATE KEY-----", "private key"))
+
+
+def _on_off_field(v: _V, env: _Env) -> str:
+    return "off" if v.value is False else _choice(v, ("auto", "off"))  # YAML 1.1 reads a bare off as false
+
+
+def _curves_field(v: _V, env: _Env) -> tuple[str, ...]:
+    items = _list(v, "a list of curve names, like [P-256, P-384]")
+    names = []
+    for item in items:
+        if item.value not in tlspolicy.KNOWN_CURVES:
+            raise _Invalid(f"unknown curve {_show(item)}; use some of {', '.join(tlspolicy.KNOWN_CURVES)}",
+                           item.line or v.line)
+        names.append(item.value)
+    return tuple(dict.fromkeys(names))
+
+
 def _refuse(message: str) -> _Parser:
     def refuse(v: _V, env: _Env) -> Any:
         raise _Invalid(message, v.line)
@@ -800,7 +830,11 @@ _ENDPOINT_SPEC: dict[str, Any] = {
             "renewal_at": lambda v, env: _fraction(v, "a share of the lifetime in (0, 1), like 0.667", 0.0, 0.999),
             "renewal_grace": lambda v, env: _fraction(v, "a share of the lifetime in [0, 1), like 0.1", 0.0,
                                                       0.999, low_open=False),
-            "ari": _ari_field, "caa_identities": _caa_identities_field},
+            "ari": _ari_field, "caa_identities": _caa_identities_field,
+            "min_rsa_bits": lambda v, env: _int(v, "a number of bits 512..16384", 512, 16384),
+            "ec_curves": _curves_field, "allow_sha1": lambda v, env: _bool(v),
+            "revocation": _on_off_field,
+            "client_cert": _optional(_client_cert_field)},
     "http": {"port": _port_field, "redirect": lambda v, env: _bool(v), "hsts": lambda v, env: _bool(v),
              "health_path": _health_path_field, "expect_status": _status_field,
              "expect_body": _optional(_regex_field), "headers": _headers_field},

@@ -14,7 +14,7 @@ import time
 from . import renewal, x509
 from .layers.dns import probe_dns
 from .layers.http import probe_http
-from .layers.tls import Connection, probe_tls
+from .layers.tls import Connection, client_cert_findings, probe_tls
 from .model import LAYERS, DnsResult, Endpoint, Finding, HttpResult, LayerResult, Report, TlsResult, Verdict
 from .hints import stale_hint
 from .verdict import decide, layer_status
@@ -74,6 +74,13 @@ async def _run(endpoint: Endpoint, started_wall: float, started: float) -> Repor
             (http_result, http_findings), assessed = await asyncio.gather(
                 probe_http(endpoint, connections, redirect_to, started + timeout),
                 renewal.assess(endpoint, tls_result, dns_layer.status != "skipped", started + timeout))
+            mtls = client_cert_findings(endpoint, tls_result, http_result,
+                                        any(f.code == "http.health_failed" for f in http_findings))
+            if mtls:  # the server wanted a client certificate: that, not the health path, is the story
+                http_findings = [f for f in http_findings if f.code != "http.health_failed"]
+                tls_findings = tls_findings + mtls
+                tls_layer = dataclasses.replace(tls_layer, status=layer_status(tls_findings),
+                                                findings=tuple(tls_findings))
             layers[0] = _extended(dns_layer, assessed.dns_findings)
             layers += [_extended(tls_layer, assessed.tls_findings), _layer("http", t0, http_findings)]
             findings = [*layers[0].findings, *layers[1].findings, *http_findings]

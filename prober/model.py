@@ -85,6 +85,30 @@ CATALOGUE: dict[str, CodeInfo] = {
         "warning at or under the 30- and 14-day tiers; critical at or under 7 and 3 days"),
     "tls.unexpected_issuer": CodeInfo("tls", "warning", "The leaf's issuer does not contain tls.expect_issuer."),
     "tls.weak_protocol": CodeInfo("tls", "warning", "The server still accepts a protocol below tls_min_version."),
+    "tls.weak_key": CodeInfo(
+        "tls", "critical", "A served certificate's key is below the floor: RSA under tls.min_rsa_bits (2048), DSA, "
+        "or an EC curve outside tls.ec_curves (P-256/P-384/P-521)."),
+    "tls.weak_signature": CodeInfo(
+        "tls", "critical", "A served certificate other than a trust anchor is signed with SHA-1 or MD5 "
+        "(SHA-1 allowed by tls.allow_sha1)."),
+    "tls.profile_violation": CodeInfo(
+        "tls", "warning", "The chain reaches a trust anchor under an OpenSSL-style path check but breaks the strict "
+        "Web PKI certificate profile (e.g. basicConstraints not critical): some clients refuse it."),
+    "tls.revoked": CodeInfo("tls", "critical", "A served certificate is revoked (CRL, OCSP or a stapled OCSP response)."),
+    "tls.revocation_unknown": CodeInfo(
+        "tls", "warning", "The revocation status could not be determined: CRL unreachable, oversized, past its "
+        "nextUpdate or badly signed, or an OCSP error."),
+    "tls.weak_cipher": CodeInfo(
+        "tls", "warning", "The server accepts a weak cipher suite: static-RSA key exchange, CBC with SHA-1, 3DES, "
+        "RC4, NULL or anonymous.",
+        "critical when default clients refuse the connection because it offers only such suites; warning otherwise"),
+    "tls.weak_dh": CodeInfo(
+        "tls", "warning", "The server uses a Diffie-Hellman group under 2048 bits.",
+        "critical when default clients refuse the connection because of it; warning otherwise"),
+    "tls.client_cert_required": CodeInfo(
+        "tls", "critical", "The server requires a client certificate (mTLS).",
+        "critical when the contract gives no tls.client_cert (the probe cannot see past it); warning when the "
+        "one given is refused"),
     # Renewal assurance (prober/renewal.py, prober/ari.py, prober/caa.py)
     "tls.renewal_overdue": CodeInfo(
         "tls", "warning", "The served leaf is past its expected renewal point (a share of its lifetime, or the "
@@ -153,6 +177,13 @@ class DnsContract:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientCert:
+    """tls.client_cert: the certificate the probe presents to an mTLS endpoint."""
+    cert_file: str
+    key_file: str
+
+
+@dataclass(frozen=True, slots=True)
 class TlsContract:
     port: int = 443
     expect_issuer: str | None = None
@@ -160,6 +191,12 @@ class TlsContract:
     renewal_grace: float = 0.1  # share of the lifetime allowed past renewal_at before it is overdue
     ari: str = "auto"  # auto | off | URL of an ACME directory
     caa_identities: tuple[str, ...] = ()  # CAA issuer domains of the CA that issues this certificate
+    # Key and signature floors (defaults: prober/tlspolicy.py, the public Web PKI's).
+    min_rsa_bits: int = 2048
+    ec_curves: tuple[str, ...] = ("P-256", "P-384", "P-521")
+    allow_sha1: bool = False
+    revocation: str = "auto"  # auto | off
+    client_cert: ClientCert | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +354,8 @@ class CertInfo:
     fingerprint_sha256: str
     self_signed: bool = False
     authority_key_id: str = ""  # hex keyIdentifier of the AuthorityKeyIdentifier, "" when absent
+    curve: str | None = None  # EC keys: P-256, P-384, ... (tlspolicy.CURVE_NAMES)
+    signature_hash: str | None = None  # sha256, sha1, md5, ...; None for EdDSA
 
     def to_dict(self) -> dict:
         from datetime import datetime, timezone
@@ -329,7 +368,7 @@ class CertInfo:
                 "not_after": iso(self.not_after), "days_left": round(self.days_left, 2),
                 "key_type": self.key_type, "key_size": self.key_size,
                 "signature_algorithm": self.signature_algorithm,
-                "fingerprint_sha256": self.fingerprint_sha256}
+                "fingerprint_sha256": self.fingerprint_sha256, "curve": self.curve}
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +381,33 @@ class ChainVerdict:
     self_signed_leaf: bool
     expired: tuple[str, ...] = ()  # positions/subjects of expired certs
     not_yet_valid: tuple[str, ...] = ()
-    error: str | None = None  # the verifier's own words, when it failed
+    error: str | None = None  # why strict verification failed, in words
+    anchored: bool = False  # an OpenSSL-style path check (signatures, CA:TRUE, names) reaches an anchor
+    profile_defect: str | None = None  # anchored, but the strict profile refuses: what is wrong, in words
+    strict_cause: str | None = None  # weak_signature | weak_key | profile, when anchored but not trusted
+    path: tuple[int, ...] = ()  # indices of the served certificates on the anchored path, leaf first
+    anchor: str | None = None  # SHA-256 fingerprint of the store's anchor ending that path, if not served
+    revocable: tuple[int, ...] = ()  # positions on that path whose revocation status can be asked
+
+
+@dataclass(frozen=True, slots=True)
+class AltChain:
+    """A chain the listener serves to another kind of client than the main handshake's."""
+    clients: str  # e.g. "RSA-only clients"
+    version: str | None
+    cipher: str | None
+    chain: tuple[CertInfo, ...]
+    verdict: ChainVerdict | None
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """The revocation status of one served certificate."""
+    position: str
+    subject: str
+    status: str  # good | revoked | unknown
+    source: str  # crl | ocsp | stapled
+    detail: str = ""  # a sentence: the reason it is unknown, or the revocation date and reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +425,11 @@ class TlsTarget:
     weak_protocol: str | None = None  # the lowest protocol below tls_min_version it accepted
     connect_seconds: float | None = None
     tls_seconds: float | None = None
+    alternates: tuple[AltChain, ...] = ()  # chains other clients get (RSA-only), when they differ
+    weak_cipher: tuple[str, str] | None = None  # (suite, protocol) accepted from the weak-only offer
+    weak_dh: bool = False  # DHE with a group under 2048 bits
+    client_cert_requested: bool = False  # the server sent a CertificateRequest
+    revocation: tuple[Revocation, ...] = ()
 
     @property
     def endpoint(self) -> str:

@@ -34,7 +34,15 @@ def _target(t: TlsTarget) -> dict[str, Any]:
             "error": t.error, "version": t.version, "cipher": t.cipher, "alpn": t.alpn,
             "verified": v.verified if v else False, "hostname_match": v.hostname_match if v else False,
             "verify_error": v.error if v else None, "weak_protocol": t.weak_protocol,
-            "connect_seconds": t.connect_seconds, "tls_seconds": t.tls_seconds, "chain": _chain(t)}
+            "weak_cipher": t.weak_cipher[0] if t.weak_cipher else None, "weak_dh": t.weak_dh,
+            "client_cert_requested": t.client_cert_requested,
+            "connect_seconds": t.connect_seconds, "tls_seconds": t.tls_seconds, "chain": _chain(t),
+            "alternates": [{"clients": a.clients, "version": a.version, "cipher": a.cipher,
+                            "verified": a.verdict.verified if a.verdict else False,
+                            "verify_error": a.verdict.error if a.verdict else None,
+                            "chain": [c.to_dict() for c in a.chain]} for a in t.alternates],
+            "revocation": [{"position": r.position, "subject": r.subject, "status": r.status, "source": r.source,
+                            "detail": r.detail} for r in t.revocation]}
 
 
 def to_dict(r: Report) -> dict[str, Any]:

@@ -135,6 +135,12 @@ OWN_ALERT = {
     "dns.dnssec_bogus": "ProberDNSSECBogus",
     "dns.dangling_cname": "ProberDNSDanglingCNAME",
     "http.waf_blocked": "ProberHTTPWAFBlocked",
+    "tls.revoked": "ProberTLSCertificateRevoked",
+    "tls.weak_key": "ProberTLSWeakKeyOrSignature",
+    "tls.weak_signature": "ProberTLSWeakKeyOrSignature",
+    "tls.weak_cipher": "ProberTLSWeakCipherRefused",
+    "tls.weak_dh": "ProberTLSWeakCipherRefused",
+    "tls.client_cert_required": "ProberTLSClientCertificateRequired",
 }
 
 

@@ -24,7 +24,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from ..model import EXIT_CODES, EXPIRY_TIERS, LAYERS, Report
+from ..model import EXIT_CODES, EXPIRY_TIERS, LAYERS, CertInfo, Report
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 RESULTS: tuple[str, ...] = ("ok", "warning", "critical", "unknown")
@@ -211,19 +211,35 @@ def _dns_rows(rows: _Rows, r: Report) -> None:
             rows.add("prober_dns_zone_serial", server.serial, zone=checked.zone, server=server.name)
 
 
+# Label values from served certificates, kept to known values so a hostile certificate cannot
+# grow the label space: anything else is "other".
+_KEY_TYPES = frozenset({"RSA", "RSA-PSS", "EC", "Ed25519", "Ed448", "DSA"})
+_KEY_BITS = frozenset({512, 768, 1024, 1536, 2048, 3072, 4096, 8192, 192, 224, 256, 384, 521, 456})
+
+
+def _key_labels(c: CertInfo) -> dict[str, str]:
+    key_type = c.key_type if c.key_type in _KEY_TYPES else "other"
+    bits = str(c.key_size) if c.key_size in _KEY_BITS else "other"
+    signature = c.signature_algorithm if not c.signature_algorithm[:1].isdigit() else "other"
+    return {"key_type": key_type, "key_bits": bits, "signature_algorithm": signature[:40]}
+
+
 def _tls_rows(rows: _Rows, r: Report) -> None:
-    """Certificates of every completed handshake, verified or not; absent when none completed."""
+    """Certificates of every completed handshake, verified or not; absent when none completed.
+    The chains other clients get (RSA-only) count as served certificates too."""
     shaken = [t for t in r.tls.targets if t.handshake]
     if not shaken:
         return
+    chains = [c for t in shaken for c in (*t.chain, *(c for alt in t.alternates for c in alt.chain))]
+    for c in chains:
+        cert = {"position": c.position, "subject": c.subject, "issuer": c.issuer, "serial": c.serial,
+                **_key_labels(c)}
+        rows.add("prober_tls_certificate_not_after_timestamp_seconds", c.not_after, **cert)
+        rows.add("prober_tls_certificate_not_before_timestamp_seconds", c.not_before, **cert)
     for target in shaken:
-        for c in target.chain:
-            cert = {"position": c.position, "subject": c.subject, "issuer": c.issuer, "serial": c.serial}
-            rows.add("prober_tls_certificate_not_after_timestamp_seconds", c.not_after, **cert)
-            rows.add("prober_tls_certificate_not_before_timestamp_seconds", c.not_before, **cert)
         if target.version:
             rows.add("prober_tls_version_info", 1, version=target.version)
-    not_after = [c.not_after for t in shaken for c in t.chain]
+    not_after = [c.not_after for c in chains]
     if not_after:
         rows.add("prober_tls_earliest_expiry_timestamp_seconds", min(not_after))
     rows.add("prober_tls_verified", 1 if all(t.verdict and t.verdict.verified for t in shaken) else 0)
