@@ -317,7 +317,8 @@ def _judge_chain(endpoint: Endpoint, t: TlsTarget, where: str) -> list[Finding]:
     leaf = t.chain[0]
     host = endpoint.hostname
     if not v.hostname_match:
-        covered = ", ".join(leaf.sans[:5]) or "no DNS names"
+        # A hostile certificate's SANs may hold control characters: a message stays one line.
+        covered = ", ".join(n if n.isprintable() else ascii(n) for n in leaf.sans[:5]) or "no DNS names"
         out.append(_finding(endpoint, "tls.hostname_mismatch",
                             f"the certificate served for {host} covers only {covered} {where}; "
                             "check the listener's certificate binding", t.endpoint))
