@@ -104,6 +104,18 @@ async def _main(config_path: Path, rounds: int, concurrency: int, rate: float, s
     return per_probe
 
 
+def _contract(config: Path, fleet: Fleet, authoritative: str, dnssec: str) -> None:
+    """The DNS-depth switches: authoritative auto asks knot (the zone's NS) on the fleet's DNS port."""
+    import yaml
+    doc = yaml.safe_load(config.read_text())
+    doc["defaults"]["authoritative"] = authoritative
+    doc["defaults"]["dns"] = {"dnssec": dnssec}
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    if authoritative == "auto":
+        from prober.layers import dns as dns_layer
+        dns_layer.AUTHORITATIVE_PORT = int(fleet.resolvers[0].rsplit(":", 1)[1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200)
@@ -118,11 +130,16 @@ def main() -> int:
     parser.add_argument("--gc", choices=("service", "default"), default="service",
                         help="the collector as `prober serve` sets it up (default), or Python's defaults")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--authoritative", choices=("off", "auto"), default="off",
+                        help="auto: find the zone's servers and check its delegation (cached per zone)")
+    parser.add_argument("--dnssec", choices=("auto", "off"), default="auto",
+                        help="off: queries without the DO bit (EDNS is still sent)")
     args = parser.parse_args()
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {0})
     with Fleet(args.n) as fleet:
         config = write_probes(fleet.workdir / "probes.yaml", fleet, args.n, 60, 5, coverage=args.coverage)
+        _contract(config, fleet, args.authoritative, args.dnssec)
         if args.loop == "uvloop":
             import uvloop
             runner = uvloop.run

@@ -74,15 +74,57 @@ def flag_overrides(args: argparse.Namespace) -> dict:
     return o
 
 
+def split_target(raw: str) -> tuple[str, dict]:
+    """A HOSTNAME argument, or a pasted https:// URL: (hostname, the contract keys the URL gives).
+
+    https://host:8443/healthz is host with tls.port 8443 and health path /healthz.  Anything
+    else that is not a bare name (another scheme, user info, a query) is a one-line error.
+    """
+    if "://" not in raw and "/" not in raw:
+        return raw, {}
+    from urllib.parse import urlsplit
+    bare = "pass the bare hostname (e.g. www.example.com) and --https-port/--health-path"
+    try:
+        url = urlsplit(raw)
+        port = url.port
+    except ValueError as err:
+        raise ConfigError([f"{raw!r} is not a hostname or a usable URL ({err}): {bare}"]) from None
+    if url.scheme.lower() != "https" or not url.hostname:
+        raise ConfigError([f"{raw!r} is not a hostname or an https:// URL: {bare}"])
+    if url.username is not None or url.query or url.fragment:
+        raise ConfigError([f"{raw!r} holds user info, a query or a fragment, which a probe does not send: {bare}"])
+    if ":" in url.hostname:  # urlsplit drops the brackets of an IPv6 literal
+        raise ConfigError([f"{raw!r} names an IP address: use --connect-to ADDR with the hostname"])
+    keys: dict = {}
+    if port is not None:
+        keys["tls"] = {"port": port}
+    if url.path not in ("", "/"):
+        keys["http"] = {"health_path": url.path}
+    return url.hostname, keys
+
+
+def _with_url(overrides: dict, keys: dict) -> dict:
+    """Flags win over what a pasted URL gave."""
+    merged = dict(overrides)
+    for section, values in keys.items():
+        merged[section] = {**values, **overrides.get(section, {})}
+    return merged
+
+
 def endpoints_for(args: argparse.Namespace) -> list[Endpoint]:
     """A hostname in --config uses its contract, one that is not gets the file's defaults; flags win."""
+    from .config import normalize_hostname
     overrides = flag_overrides(args)
     contracts = load_config(args.config).by_hostname() if args.config else {}
     fallback = load_defaults(args.config) if args.config else None
     out = []
     for raw in args.hostnames:
-        base = contracts.get(raw.rstrip(".").lower(), fallback)
-        out.append(build_endpoint(raw, overrides, source="command line", base=base))
+        host, keys = split_target(raw)
+        try:
+            base = contracts.get(normalize_hostname(host), fallback)
+        except ValueError:
+            base = fallback  # build_endpoint says what is wrong with the name
+        out.append(build_endpoint(host, _with_url(overrides, keys), source="command line", base=base))
     return out
 
 

@@ -24,6 +24,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from . import idn
 from .model import EXPIRY_TIERS, Config, DnsContract, Endpoint, HttpContract, ResolverSpec, TlsContract
 
 __all__ = [
@@ -400,8 +401,11 @@ def normalize_hostname(text: str) -> str:
     """Lower case, no trailing dot; labels of 1-63 letters, digits, hyphens; <= 253 in all."""
     name = text.strip()
     name = name[:-1] if name.endswith(".") else name
-    if not name.isascii():  # before lower(): the Kelvin sign lower-cases to an ASCII 'k'
-        raise ValueError(f"must be written in ASCII{_punycode_hint(name.lower())} (got {_show(text)})")
+    if not name.isascii():  # a Unicode name as people type it: UTS #46 then IDNA 2008, as browsers do
+        try:
+            name = idn.to_ascii(name)
+        except ValueError as err:
+            raise ValueError(f"{err} (got {_show(text)})") from None
     name = name.lower()
     if not name or len(name) > 253:
         raise ValueError(f"must be a DNS name of 1 to 253 characters (got {_show(text)})")
@@ -409,17 +413,12 @@ def normalize_hostname(text: str) -> str:
     if bad:
         raise ValueError("must be a DNS name: each label 1 to 63 letters, digits or inner hyphens "
                          f"(label {_show(bad[0])} in {_show(text)})")
+    if "xn--" in name:
+        idn.check_a_labels(name, _show(text))
     if name.rsplit(".", 1)[-1].isdigit():
         raise ValueError(f"must be a DNS name, not an IP address: use connect_to to pin an address "
                          f"(got {_show(text)})")
     return name
-
-
-def _punycode_hint(name: str) -> str:
-    try:
-        return f", e.g. {name.encode('idna').decode('ascii')!r}"
-    except UnicodeError:
-        return ""
 
 
 def _view(view: object) -> str:
@@ -646,6 +645,19 @@ def _addresses_field(v: _V, env: _Env) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_collect(items, lambda item: _ip_field(item, env))))
 
 
+def _dnssec_field(v: _V, env: _Env) -> str:
+    if v.value is False:  # YAML 1.1 reads a bare `off` as false
+        return "off"
+    return _choice(v, ("auto", "required", "off"))
+
+
+def _hours_field(v: _V, env: _Env) -> float:
+    what = "a number of hours 0..8760, like 48"
+    if isinstance(v.value, bool) or not isinstance(v.value, (int, float)) or not 0 <= v.value <= 8760:
+        raise _bad(v, what)
+    return float(v.value)
+
+
 def _max_ttl_field(v: _V, env: _Env) -> int:
     return _int(v, "a whole number of seconds 0..2147483647", 0, 2**31 - 1)
 
@@ -725,7 +737,7 @@ _ENDPOINT_SPEC: dict[str, Any] = {
     "ingress_controller": _optional(_text_field),
     "connect_to": _optional(_ip_field),
     "dns": {"expect_addresses": _addresses_field, "expect_cname": _optional(_hostname_field),
-            "max_ttl": _optional(_max_ttl_field)},
+            "max_ttl": _optional(_max_ttl_field), "dnssec": _dnssec_field, "rrsig_min_hours": _hours_field},
     "tls": {"port": _port_field, "expect_issuer": _optional(_text_field)},
     "http": {"port": _port_field, "redirect": lambda v, env: _bool(v), "hsts": lambda v, env: _bool(v),
              "health_path": _health_path_field, "expect_status": _status_field,

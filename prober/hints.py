@@ -157,6 +157,25 @@ def hint_for(code: str, endpoint: Endpoint, address: str | None = None, dns: Dns
     return f"{curl} (check the listener's http->https redirect rule)"
 
 
+# What sits behind the answers: DNSSEC, dangling CNAMEs, the delegation and the zone's servers.
+_DEPTH_HINTS = {
+    "dns.dangling_cname": "dig {host} +trace; delete the CNAME or re-create its target at the provider now "
+                          "(anyone can claim a deleted resource name)",
+    "dns.dnssec_bogus": "dig +dnssec {host}; dig +dnssec +cd {host}; dig +dnssec DNSKEY <zone> "
+                        "@<authoritative-ns> +norecurse: re-sign the zone or fix the DS at the parent",
+    "dns.rrsig_expiring": "dig +dnssec DNSKEY <zone> @<authoritative-ns> +norecurse; check that the signer "
+                          "(knot/bind auto-signing, the provider's signing job) is running",
+    "dns.dnssec_missing": "dig +dnssec {host}; dig DS <zone> @<parent-ns> +norecurse: sign the zone and "
+                          "publish its DS",
+    "dns.delegation_mismatch": "dig NS <zone> @<parent-ns> +norecurse; dig NS <zone> @<authoritative-ns> "
+                               "+norecurse: make the registrar's NS set match the zone's",
+    "dns.lame_delegation": "dig SOA <zone> @<that-ns> +norecurse: serve the zone there, or remove the server "
+                           "from the NS set and the delegation",
+    "dns.serial_drift": "dig SOA <zone> @<each-ns> +norecurse; repair the transfer to the server that is "
+                        "behind (NOTIFY, allow-transfer, TSIG), then retransfer",
+}
+
+
 def _dns_hint(code: str, endpoint: Endpoint, about: str | None, dns: DnsResult | None) -> str:
     host = endpoint.hostname
     at = _resolver(dns, about)
@@ -169,7 +188,9 @@ def _dns_hint(code: str, endpoint: Endpoint, about: str | None, dns: DnsResult |
                                "(internal vs internet-facing) and which zone (private/public) holds the record",
         "dns.publicly_resolvable": "delete or patch the public record now; check the ingress class and "
                                    "the public-zone annotation",
+        **_DEPTH_HINTS,
     }.get(code) or _dig(host, dns, about)
+    base = base.replace("{host}", host).replace("<zone>", dns.zone if dns is not None and dns.zone else "<zone>")
     extra = _lookup(_DNS_PROVIDER, endpoint.dns_provider, host)
     if extra and dns is not None and dns.zone:
         extra = extra.replace("<zone>", dns.zone)

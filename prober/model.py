@@ -39,7 +39,7 @@ CATALOGUE: dict[str, CodeInfo] = {
         "dns", "warning", "A resolver failed: SERVFAIL, REFUSED, timeout or a bad response.",
         "warning while another resolver answered; critical when none did"),
     "dns.inconsistent": CodeInfo(
-        "dns", "warning", "Resolvers return different answer sets (split-horizon or propagation)."),
+        "dns", "warning", "Resolvers return different answer sets; the label names the cause found: a stale secondary (serial drift), propagation (a resolver behind the authoritative answer) or split-horizon (the views differ)."),
     "dns.stale_resolver": CodeInfo(
         "dns", "warning", "A recursive resolver serves an answer that differs from the authoritative one."),
     "dns.unexpected_address": CodeInfo(
@@ -50,6 +50,27 @@ CATALOGUE: dict[str, CodeInfo] = {
     "dns.publicly_resolvable": CodeInfo(
         "dns", "critical", "A private endpoint is answered by a resolver of view public (an internal name leaked into the public zone)."),
     "dns.ttl_above_max": CodeInfo("dns", "warning", "An answer's TTL is above dns.max_ttl."),
+    "dns.dangling_cname": CodeInfo(
+        "dns", "critical", "A CNAME in the chain points at a name that does not exist (NXDOMAIN at the target): "
+                           "whoever creates the target takes over the name."),
+    "dns.dnssec_bogus": CodeInfo(
+        "dns", "critical", "Validating resolvers answer SERVFAIL while the same query with checking disabled "
+                           "(CD=1) answers: the zone's DNSSEC does not validate. Validating clients get no "
+                           "answer, and CAs refuse to issue or renew certificates for the name."),
+    "dns.rrsig_expiring": CodeInfo(
+        "dns", "warning", "An answer's RRSIG expires within min(dns.rrsig_min_hours, a tenth of the "
+                          "signature's validity period)."),
+    "dns.dnssec_missing": CodeInfo(
+        "dns", "warning", "dns.dnssec is required, but the answer is not signed (no RRSIG, not validated)."),
+    "dns.delegation_mismatch": CodeInfo(
+        "dns", "warning", "The parent zone's NS set for the zone (the delegation) differs from the zone's own "
+                          "apex NS set."),
+    "dns.lame_delegation": CodeInfo(
+        "dns", "warning", "A name server of the zone does not answer for it authoritatively (no AA, REFUSED, "
+                          "SERVFAIL, a timeout, or its NS name is a CNAME)."),
+    "dns.serial_drift": CodeInfo(
+        "dns", "warning", "The zone's authoritative servers answer different SOA serials (a secondary that "
+                          "stopped transferring, or an update still propagating)."),
     "tls.connect_failed": CodeInfo("tls", "critical", "No TCP connection to the TLS port."),
     "tls.handshake_failed": CodeInfo("tls", "critical", "The TLS handshake did not complete."),
     "tls.hostname_mismatch": CodeInfo(
@@ -115,6 +136,8 @@ class DnsContract:
     expect_addresses: tuple[str, ...] = ()
     expect_cname: str | None = None
     max_ttl: int | None = None
+    dnssec: str = "auto"  # auto | required | off
+    rrsig_min_hours: float = 48.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +205,7 @@ class ResolverAnswer:
     error: str | None = None
     authoritative: bool = False  # asked with RD=0 as one of the zone's servers
     agrees_with_authoritative: bool | None = None
+    dnssec: DnssecState | None = None  # None when asked without DO (dns.dnssec: off)
 
     @property
     def answered(self) -> bool:
@@ -191,7 +215,62 @@ class ResolverAnswer:
         return {"resolver": self.resolver, "server": self.server, "view": self.view,
                 "rcode": self.rcode, "answers": list(self.addresses), "cnames": list(self.cnames),
                 "ttl": self.ttl, "latency_seconds": round(self.latency_seconds, 6),
-                "error": self.error, "agrees_with_authoritative": self.agrees_with_authoritative}
+                "error": self.error, "agrees_with_authoritative": self.agrees_with_authoritative,
+                "dnssec": self.dnssec.to_dict() if self.dnssec else None}
+
+
+@dataclass(frozen=True, slots=True)
+class DnssecState:
+    """What one server's answers said about DNSSEC (asked with EDNS and DO=1)."""
+    validated: bool = False  # AD set on every answer
+    signed: bool = False  # RRSIGs came with the answer
+    rrsig_expires: float | None = None  # the earliest RRSIG expiration (unix seconds)
+    rrsig_validity: float | None = None  # that signature's expiration minus inception (seconds)
+    rrsig_signer: str | None = None
+    ede: tuple[str, ...] = ()  # Extended DNS Errors (RFC 8914): "Signature Expired (7): text"
+    bogus: bool = False  # SERVFAIL, while the same query with CD=1 answered
+    checking_disabled_rcode: str | None = None  # the CD=1 retry's rcode, when one was made
+    failure: str | None = None  # which signature or key failed, from our own validation
+
+    def to_dict(self) -> dict:
+        return {"validated": self.validated, "signed": self.signed,
+                "rrsig_expires_at": self.rrsig_expires, "rrsig_signer": self.rrsig_signer,
+                "extended_errors": list(self.ede), "bogus": self.bogus,
+                "checking_disabled_rcode": self.checking_disabled_rcode, "failure": self.failure}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerCheck:
+    """One name server of a zone, asked for the zone's SOA with RD=0."""
+    name: str  # the NS target
+    address: str | None
+    rcode: str  # NOERROR, REFUSED, SERVFAIL, TIMEOUT, ERROR, NOADDRESS
+    authoritative: bool = False  # AA set on a NOERROR answer
+    serial: int | None = None
+    problem: str | None = None  # why it is lame, in words
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "address": self.address, "rcode": self.rcode,
+                "authoritative": self.authoritative, "serial": self.serial, "problem": self.problem}
+
+
+@dataclass(frozen=True, slots=True)
+class Delegation:
+    """A zone's delegation and its servers, checked on a per-zone cadence."""
+    zone: str
+    parent: str | None = None
+    parent_ns: tuple[str, ...] | None = None  # None when the parent did not answer
+    child_ns: tuple[str, ...] = ()
+    servers: tuple[ServerCheck, ...] = ()
+    parent_error: str | None = None
+    ns_total: int = 0  # NS records before the fan-out bound
+    checked_at: float = 0.0  # unix seconds
+
+    def to_dict(self) -> dict:
+        return {"zone": self.zone, "parent": self.parent,
+                "parent_ns": list(self.parent_ns) if self.parent_ns is not None else None,
+                "child_ns": list(self.child_ns), "servers": [s.to_dict() for s in self.servers],
+                "parent_error": self.parent_error, "ns_total": self.ns_total, "checked_at": self.checked_at}
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +280,7 @@ class DnsResult:
     addresses: tuple[str, ...] = ()  # what the TLS layer dials, in order
     zone: str | None = None
     duration_seconds: float = 0.0
+    delegation: Delegation | None = None
 
 
 @dataclass(frozen=True, slots=True)

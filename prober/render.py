@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Any
 
+from .idn import to_unicode
 from .model import EXIT_CODES, Report, TlsTarget
 
 SCHEMA_VERSION = 1
@@ -40,6 +41,7 @@ def to_dict(r: Report) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "hostname": r.hostname,
+        "hostname_unicode": to_unicode(r.hostname),
         "status": r.status,
         "exit_code": EXIT_CODES[r.status],
         "verdict": {"layer": r.verdict.layer, "code": r.verdict.code, "message": r.verdict.message,
@@ -55,7 +57,8 @@ def to_dict(r: Report) -> dict[str, Any]:
         "phases": {k: round(v, 6) for k, v in r.phases.items()},
         "dns": {"zone": r.dns.zone, "addresses": list(r.dns.addresses),
                 "resolvers": [a.to_dict() for a in r.dns.resolvers],
-                "authoritative": [a.to_dict() for a in r.dns.authoritative]},
+                "authoritative": [a.to_dict() for a in r.dns.authoritative],
+                "delegation": r.dns.delegation.to_dict() if r.dns.delegation else None},
         "tls": {"version": first.version if first else None, "cipher": first.cipher if first else None,
                 "alpn": first.alpn if first else None,
                 "verified": bool(r.tls.targets) and all(t.verdict and t.verdict.verified for t in r.tls.targets),
@@ -85,7 +88,9 @@ class _Paint:
 
 def to_text(r: Report, colour: bool = False) -> str:
     paint = _Paint(colour)
-    lines = [f"{paint(r.status)} {r.hostname}  ({r.duration_seconds:.2f}s)",
+    shown = to_unicode(r.hostname)
+    name = r.hostname if shown == r.hostname else f"{shown} ({r.hostname})"
+    lines = [f"{paint(r.status)} {name}  ({r.duration_seconds:.2f}s)",
              f"  verdict: {r.verdict.message}"]
     if r.verdict.hint:
         lines.append(f"  next:    {r.verdict.hint}")
@@ -110,14 +115,35 @@ def _details(r: Report, layer: str) -> list[str]:
 
 def _dns_table(r: Report) -> list[str]:
     rows = [(a.resolver + (" (auth)" if a.authoritative else ""), a.view, a.rcode,
-             " ".join(a.addresses) or ("-> " + a.cnames[0] if a.cnames else "-"),
+             " ".join(a.addresses) or ("-> " + " -> ".join(a.cnames) if a.cnames else "-"),
              "" if a.ttl is None else f"{a.ttl}s", f"{a.latency_seconds * 1000:.0f}ms",
-             {True: "=auth", False: "STALE", None: ""}[a.agrees_with_authoritative])
+             {True: "=auth", False: "STALE", None: ""}[a.agrees_with_authoritative], _dnssec_cell(a))
             for a in (*r.dns.resolvers, *r.dns.authoritative)]
     if not rows:
         return []
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["         " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return (["         " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+            + _delegation_lines(r))
+
+
+def _dnssec_cell(a) -> str:
+    d = a.dnssec
+    if d is None:
+        return ""
+    word = "BOGUS" if d.bogus else "AD" if d.validated else "signed" if d.signed else ""
+    return " ".join(x for x in (word, "; ".join(d.ede)) if x)
+
+
+def _delegation_lines(r: Report) -> list[str]:
+    d = r.dns.delegation
+    if d is None:
+        return []
+    parent = ", ".join(d.parent_ns) if d.parent_ns is not None else (d.parent_error or "not asked")
+    out = [f"         zone {d.zone}: parent {d.parent or '-'} delegates to {parent}; apex NS {', '.join(d.child_ns)}"]
+    for s in d.servers:
+        out.append(f"           ns {s.name} {s.address or '-'} {s.rcode}{' AA' if s.authoritative else ''}"
+                   f" serial {s.serial if s.serial is not None else '-'}")
+    return out
 
 
 def _tls_lines(r: Report) -> list[str]:

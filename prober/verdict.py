@@ -9,8 +9,11 @@ from .model import CATALOGUE, LAYERS, SEVERITY_RANK, Finding, LayerResult, Verdi
 
 # Within a layer, the finding that explains the most comes first.
 _PRIORITY = {code: i for i, code in enumerate((
-    "dns.nxdomain", "dns.private_address", "dns.publicly_resolvable", "dns.unexpected_address",
-    "dns.unexpected_cname", "dns.resolver_error", "dns.stale_resolver", "dns.inconsistent", "dns.ttl_above_max",
+    "dns.dangling_cname", "dns.nxdomain", "dns.dnssec_bogus", "dns.private_address", "dns.publicly_resolvable",
+    "dns.unexpected_address", "dns.unexpected_cname", "dns.resolver_error",
+    "dns.serial_drift", "dns.stale_resolver", "dns.inconsistent",  # a stale secondary explains the other two
+    "dns.lame_delegation", "dns.delegation_mismatch", "dns.rrsig_expiring", "dns.dnssec_missing",
+    "dns.ttl_above_max",
     "tls.connect_failed", "tls.handshake_failed", "tls.expired", "tls.hostname_mismatch", "tls.incomplete_chain",
     "tls.untrusted", "tls.not_yet_valid", "tls.expiring", "tls.unexpected_issuer", "tls.weak_protocol",
     "http.waf_blocked", "http.health_failed", "http.connect_failed", "http.no_https_redirect", "http.redirect_mismatch",

@@ -196,7 +196,11 @@ CASES = [
                                   "unknown key (did you mean 'health_path'?)"),
     ("dns: {ttl: 5}\n", f"{API}: key 'dns.ttl': unknown key (did you mean 'max_ttl'?)"),
     ("dns: {cname: x}\n", f"{API}: key 'dns.cname': unknown key (known keys: expect_addresses, expect_cname, "
-                          "max_ttl)"),
+                          "max_ttl, dnssec, rrsig_min_hours)"),
+    ("dns: {dnssec: yes}\n", f"{API}: key 'dns.dnssec': must be auto or required or off "
+                             "(got yes, which YAML reads as true)"),
+    ("dns: {rrsig_min_hours: -1}\n", f"{API}: key 'dns.rrsig_min_hours': must be a number of hours 0..8760, "
+                                     "like 48 (got -1)"),
     ("resolvers:\n  - {address: 127.0.0.1, viw: public}\n",
      "probes.yaml:4: endpoint 'api.example.com': key 'resolvers': resolver key 'viw': unknown key "
      "(did you mean 'view'?)"),
@@ -332,7 +336,10 @@ def test_ca_file_without_a_certificate(tmp_path, resolv):
     ("x" * 64 + ".example.com", "must be a DNS name: each label 1 to 63 letters, digits or inner hyphens "
                                 f"(label '{'x' * 64}' in '{'x' * 64}.example.com')"),
     ("192.0.2.1", "must be a DNS name, not an IP address: use connect_to to pin an address (got '192.0.2.1')"),
-    ("bücher.example", "must be written in ASCII, e.g. 'xn--bcher-kva.example' (got 'bücher.example')"),
+    ("☃.example", "is not a valid internationalised name under IDNA 2008: codepoint U+2603 at position 1 of "
+                  "'☃' not allowed (got '☃.example')"),
+    ("xn--zz.example", "holds 'xn--zz', which is not a valid IDNA 2008 A-label: invalid A-label "
+                       "(got 'xn--zz.example')"),
 ])
 def test_bad_hostnames(resolv, hostname, message):
     text = f"endpoints:\n  - hostname: '{hostname}'\n"
@@ -608,8 +615,12 @@ def test_build_endpoint_precedence(tmp_path, resolv):
 
 def test_normalize_hostname():
     assert normalize_hostname(" Api.Example.COM. ") == "api.example.com"
-    with pytest.raises(ValueError):
-        normalize_hostname("\u212aexample.com")  # the Kelvin sign lower-cases to ASCII 'k'
+    # Unicode goes through UTS #46 and IDNA 2008, as a browser would: never IDNA 2003's faß -> fass.
+    assert normalize_hostname("Bücher.Example") == "xn--bcher-kva.example"
+    assert normalize_hostname("faß.de") == "xn--fa-hia.de"
+    assert normalize_hostname("\u212aexample.com") == "kexample.com"  # UTS #46 maps the Kelvin sign to k
+    with pytest.raises(ValueError, match="IDNA 2008"):
+        normalize_hostname("a\u200db.example")  # a joiner between two Latin letters
 
 
 # --------------------------------------------------------------------------

@@ -174,7 +174,10 @@ def _failures_nxdomain_and_staleness(endpoint: Endpoint, resolvers, auth, findin
     # a failing resolver is a warning while another relevant one answered, critical when none did
     answered = any(a.rcode in ("NOERROR", "NXDOMAIN") for a in relevant)
     assert {f.severity for f in errors} <= {"warning" if answered else "critical"}
-    assert _codes(findings)["dns.nxdomain"] == (1 if any(a.rcode == "NXDOMAIN" for a in relevant) else 0)
+    # NXDOMAIN after a CNAME is a dangling CNAME, not a name that does not exist
+    nx = [a for a in relevant if a.rcode == "NXDOMAIN"]
+    assert _codes(findings)["dns.nxdomain"] == (1 if any(not a.cnames for a in nx) else 0)
+    assert _codes(findings)["dns.dangling_cname"] == (1 if any(a.cnames for a in nx) else 0)
     stale = [a for a in relevant if agrees(a, tuple(auth)) is False]
     assert sorted(f.address for f in findings if f.code == "dns.stale_resolver") == sorted(a.resolver for a in stale)
 

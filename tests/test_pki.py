@@ -17,6 +17,13 @@ from prober.lab.pki import CA, Issued, new_key, self_signed
 NOW = datetime.now(timezone.utc)
 
 
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """NOW is each test's own start: the lab dates certificates from the real clock."""
+    global NOW
+    NOW = datetime.now(timezone.utc)
+
+
 @pytest.fixture(scope="module")
 def root() -> CA:
     return CA.root()

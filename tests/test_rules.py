@@ -131,6 +131,8 @@ OWN_ALERT = {
     "tls.not_yet_valid": "ProberTLSChainNotVerified",
     "tls.expired": "ProberCertificateExpiryOutage",
     "tls.expiring": "ProberCertificateExpiryUrgent",
+    "dns.dnssec_bogus": "ProberDNSSECBogus",
+    "dns.dangling_cname": "ProberDNSDanglingCNAME",
     "http.waf_blocked": "ProberHTTPWAFBlocked",
 }
 

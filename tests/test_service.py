@@ -279,7 +279,9 @@ def test_probe_and_report_for_a_configured_hostname(fleet: Serve) -> None:
 def test_unconfigured_hostname_is_refused_without_a_connection(fleet: Serve, lab: Lab, path: str) -> None:
     for query, expected in ((f"hostname={UNLISTED}", 404), ("hostname=127.0.0.1", 400), ("", 400),
                             (f"hostname={WWW}&hostname={UNLISTED}", 400), ("hostname=%ff", 400),
-                            ("hostname=a..b", 400), (f"target={UNLISTED}", 400)):
+                            ("hostname=a..b", 400), (f"target={UNLISTED}", 400),
+                            # a Unicode name is converted (IDNA 2008) and looked up; one IDNA 2008 forbids is refused
+                            (f"hostname=b%C3%BCcher.{ZONE}", 404), (f"hostname=%E2%98%83.{ZONE}", 400)):
         status, body = fleet.get(f"{path}?{query}" if query else path)
         assert status == expected, (query, body)
         assert body.count("\n") == 1 and body.strip(), body

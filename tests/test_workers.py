@@ -62,6 +62,11 @@ def test_workers_share_the_endpoints_and_one_metrics_lists_each_once(lab: Lab, t
             status, body = service.get(f"/report?hostname={name}")
             assert status == 200 and f'"hostname": "{name}"' in body
         assert service.get(f"/probe?hostname=unlisted.{ZONE}")[0] == 404
+        status, page = service.get("/")  # the status page joins every worker's latest reports
+        assert status == 200
+        for name in NAMES:
+            assert page.count(f">{name}<") == 1, name
+        assert "not probed yet" not in page  # every worker answered with its reports
         assert len(_pids(service, 0)) == len(_pids(service, 1)) == 1
     finally:
         assert service.stop() == 0

@@ -18,6 +18,15 @@ from prober.model import EXPIRY_TIERS
 
 NOW_DT = datetime.now(timezone.utc)
 NOW = NOW_DT.timestamp()
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """NOW is each test's own start: certificates the lab issues are dated from the real clock, so a
+    time read once at collection would lag them on a long run."""
+    global NOW_DT, NOW
+    NOW_DT = datetime.now(timezone.utc)
+    NOW = NOW_DT.timestamp()
 DAY = 86400.0
 HOST = "www.example.test"
 
@@ -62,7 +71,8 @@ def served(issued: Issued) -> list[cx509.Certificate]:
     return certs
 
 
-def verdict(issued: Issued, store: x509.TrustStore, host: str = HOST, now: float = NOW):
+def verdict(issued: Issued, store: x509.TrustStore, host: str = HOST, now: float | None = None):
+    now = NOW if now is None else now
     return x509.verify_chain(served(issued), host, store, now)
 
 

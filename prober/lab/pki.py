@@ -71,7 +71,7 @@ def _name(cn: str) -> x509.Name:
 
 
 def _window(days: float, not_before: datetime | None, not_after: datetime | None) -> tuple[datetime, datetime]:
-    """The validity window: explicit bounds win, else now-5min .. now+days."""
+    """The validity window: explicit bounds win, else now-1h .. now+days."""
     now = datetime.now(timezone.utc)
     start = not_before if not_before is not None else now - _BACKDATE
     end = not_after if not_after is not None else now + timedelta(days=days)

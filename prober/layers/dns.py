@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import os
 import socket
@@ -21,18 +22,21 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.opcode
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from ..model import DnsResult, Endpoint, Finding, ResolverAnswer, ResolverSpec
+from .. import delegation, dnssec, takeover
+from ..model import Delegation, DnsResult, DnssecState, Endpoint, Finding, ResolverAnswer, ResolverSpec
 from ..hints import hint_for
 
 MAX_CNAME_HOPS = 8
 MAX_ADDRESSES_DIALLED = 16  # a hostile zone with 1,000 A records must not fan out 1,000 handshakes
 MAX_AUTHORITATIVE = 8  # the zone's servers asked: a resolver's 1,000 glue addresses must not fan out either
 ZONE_CACHE_SECONDS = 300.0
-AUTHORITATIVE_PORT = 53  # where a zone's NS are asked; tests point it at a lab server
+AUTHORITATIVE_PORT = 53  # where a zone's NS (and its parent's) are asked; tests point it at a lab server
+EDNS_PAYLOAD = 1232  # the DNS flag day 2020 size: larger answers come back TC=1 and are asked again over TCP
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,11 @@ class _Lookup:
     cnames: tuple[str, ...] = ()
     ttl: int | None = None
     error: str | None = None
+    ad: bool = False
+    rrsig: tuple[float, float, str] | None = None  # (expiration, validity, signer) of the earliest RRSIG
+    ede: tuple[str, ...] = ()
+    cd_rcode: str | None = None  # the CD=1 retry after a SERVFAIL
+    failure: str | None = None  # our own validation's words, when the CD=1 retry answered
 
 
 def _server_text(address: str, port: int) -> str:
@@ -63,7 +72,7 @@ class UdpExchange(asyncio.DatagramProtocol):
     """
 
     def __init__(self) -> None:
-        self._pending: dict[tuple[str, int, int], tuple[dns.message.Message, asyncio.Future]] = {}
+        self._pending: dict[tuple[str, int, int], tuple[tuple[dns.name.Name, int], asyncio.Future]] = {}
         self._transports: dict[int, asyncio.DatagramTransport] = {}
         self._sockets: dict[int, socket.socket] = {}
         self._opening = asyncio.Lock()  # concurrent first queries must share one socket, not race to make six
@@ -74,13 +83,13 @@ class UdpExchange(asyncio.DatagramProtocol):
         entry = self._pending.get((addr[0], addr[1], int.from_bytes(data[:2], "big")))
         if entry is None or entry[1].done():
             return
-        query, future = entry
+        question, future = entry
         try:
             response = dns.message.from_wire(data, keyring=None, request_mac=b"", one_rr_per_rrset=False)
         except (dns.exception.DNSException, ValueError) as exc:
             future.set_exception(dns.exception.DNSException(f"malformed reply: {_describe(exc)}"))
             return
-        if not query.is_response(response):
+        if not _answers(response, question):
             future.set_exception(dns.exception.DNSException("the reply does not answer the question asked"))
         else:
             future.set_result(response)
@@ -119,17 +128,19 @@ class UdpExchange(asyncio.DatagramProtocol):
                 self._transports[family], _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
             return self._transports[family]
 
-    async def query(self, query: dns.message.Message, address: str, port: int, timeout: float
-                    ) -> dns.message.Message:
+    async def query(self, question: tuple[dns.name.Name, int], wire: bytes, address: str, port: int,
+                    timeout: float) -> dns.message.Message:
+        """Send `wire` (a query for `question`, built once and shared) with a fresh ID."""
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         transport = await self._transport(family)
-        while (address, port, query.id) in self._pending:
-            query.id = dns.entropy.random_16()
-        key = (address, port, query.id)
+        query_id = dns.entropy.random_16()
+        while (address, port, query_id) in self._pending:
+            query_id = dns.entropy.random_16()
+        key = (address, port, query_id)
         future = asyncio.get_running_loop().create_future()
-        self._pending[key] = (query, future)
+        self._pending[key] = (question, future)
         try:
-            self._send(transport, family, query.to_wire(), (address, port))
+            self._send(transport, family, query_id.to_bytes(2, "big") + wire[2:], (address, port))
             async with asyncio.timeout(timeout):
                 response = await future
         except TimeoutError:
@@ -137,6 +148,7 @@ class UdpExchange(asyncio.DatagramProtocol):
         finally:
             del self._pending[key]
         if response.flags & dns.flags.TC:
+            query = dns.message.from_wire(query_id.to_bytes(2, "big") + wire[2:])
             response = await dns.asyncquery.tcp(query, address, timeout=timeout, port=port)
         return response
 
@@ -183,11 +195,38 @@ def _icmp_errors(sock: socket.socket) -> list[tuple[tuple, OSError]]:
 
 
 async def _query(udp: UdpExchange, qname: dns.name.Name, rdtype: int, address: str, port: int,
-                 timeout: float, recursion: bool) -> dns.message.Message:
-    q = dns.message.make_query(qname, rdtype)
+                 timeout: float, recursion: bool, want_dnssec: bool = True, cd: bool = False
+                 ) -> dns.message.Message:
+    """Every query carries EDNS (payload EDNS_PAYLOAD), so Extended DNS Errors can come back."""
+    return await udp.query((qname, rdtype), _query_wire(qname, rdtype, recursion, want_dnssec, cd),
+                           address, port, timeout)
+
+
+@functools.lru_cache(maxsize=16384)
+def _query_wire(qname: dns.name.Name, rdtype: int, recursion: bool, want_dnssec: bool, cd: bool) -> bytes:
+    """A query's wire form per question and flags, built once (about 60 bytes): only the ID changes per send.
+
+    Building an EDNS query message and rendering it cost more than the rest of sending it.
+    """
+    q = dns.message.make_query(qname, rdtype, use_edns=0, payload=EDNS_PAYLOAD, want_dnssec=want_dnssec)
     if not recursion:
         q.flags &= ~dns.flags.RD
-    return await udp.query(q, address, port, timeout)
+    if cd:
+        q.flags |= dns.flags.CD
+    return q.to_wire()
+
+
+_NO_QUESTION_OK = frozenset((dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP, dns.rcode.REFUSED))
+
+
+def _answers(response: dns.message.Message, question: tuple[dns.name.Name, int]) -> bool:
+    """Is `response` an answer to our one question (what Message.is_response checks, the ID already matched)?"""
+    if not response.flags & dns.flags.QR or dns.opcode.from_flags(response.flags) != dns.opcode.QUERY:
+        return False
+    if not response.question:
+        return response.rcode() in _NO_QUESTION_OK
+    return (len(response.question) == 1 and response.question[0].name == question[0]
+            and response.question[0].rdtype == question[1] and response.question[0].rdclass == dns.rdataclass.IN)
 
 
 def _walk_answer(response: dns.message.Message, qname: dns.name.Name, rdtype: int
@@ -216,34 +255,67 @@ def _walk_answer(response: dns.message.Message, qname: dns.name.Name, rdtype: in
 
 
 async def _lookup_type(udp: UdpExchange, hostname: str, rdtype: int, address: str, port: int,
-                       deadline: float, recursion: bool) -> _Lookup:
+                       deadline: float, recursion: bool, want_dnssec: bool = True) -> _Lookup:
     qname = dns.name.from_text(hostname)
     cnames: list[str] = []
     ttls: list[int] = []
+    ad, rrsig, ede = True, None, ()
     try:
         for _ in range(MAX_CNAME_HOPS):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise dns.exception.Timeout()
-            response = await _query(udp, qname, rdtype, address, port, remaining, recursion)
+            response = await _query(udp, qname, rdtype, address, port, remaining, recursion, want_dnssec)
             rcode = dns.rcode.to_text(response.rcode())
-            if rcode != "NOERROR":
-                return _Lookup(rcode, (), tuple(cnames), None)
+            ad = ad and bool(response.flags & dns.flags.AD)
+            ede = ede or dnssec.extended_errors(response)
+            rrsig = _earlier(rrsig, dnssec.earliest_rrsig(response))
+            if rcode == "SERVFAIL" and recursion and want_dnssec:
+                return await _checking_disabled(udp, qname, rdtype, address, port, deadline, tuple(cnames), ede)
             final, hop_cnames, addresses, ttl = _walk_answer(response, qname, rdtype)
-            if ttl is not None:
-                ttls.append(ttl)
             if any(c in cnames for c in hop_cnames) or _strip(qname) in hop_cnames:
                 raise dns.exception.DNSException(f"CNAME loop at {hop_cnames[-1]}")
-            cnames.extend(hop_cnames)
+            cnames.extend(hop_cnames)  # kept at NXDOMAIN too (RFC 6604): the chain shows where it dangles
+            if rcode != "NOERROR":
+                return _Lookup(rcode, (), tuple(cnames), None, ad=ad, rrsig=rrsig, ede=ede)
+            if ttl is not None:
+                ttls.append(ttl)
             if addresses or not hop_cnames or not recursion:
                 return _Lookup("NOERROR", tuple(sorted(addresses)), tuple(cnames),
-                               min(ttls) if ttls else None)
+                               min(ttls) if ttls else None, ad=ad, rrsig=rrsig, ede=ede)
             qname = final  # the resolver gave a CNAME without its target: chase it
         raise dns.exception.DNSException(f"more than {MAX_CNAME_HOPS} CNAME hops")
     except dns.exception.Timeout:
         return _Lookup("TIMEOUT", error="no answer before the timeout")
     except (dns.exception.DNSException, OSError, ValueError, EOFError) as exc:
         return _Lookup("ERROR", error=_describe(exc))
+
+
+def _earlier(a: tuple | None, b: tuple | None) -> tuple | None:
+    return b if a is None or (b is not None and b[0] < a[0]) else a
+
+
+async def _checking_disabled(udp: UdpExchange, qname: dns.name.Name, rdtype: int, address: str, port: int,
+                             deadline: float, cnames: tuple[str, ...], ede: tuple[str, ...]) -> _Lookup:
+    """After a SERVFAIL, the same question with CD=1: an answer now means the zone's DNSSEC is bogus."""
+    async def fetch(name: dns.name.Name, kind: int) -> dns.message.Message | None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            return await _query(udp, name, kind, address, port, remaining, True, True, cd=True)
+        except (dns.exception.DNSException, OSError, ValueError, EOFError):
+            return None
+
+    reply = await fetch(qname, rdtype)
+    cd_rcode = dns.rcode.to_text(reply.rcode()) if reply is not None else "TIMEOUT"
+    failure = None
+    if cd_rcode in ("NOERROR", "NXDOMAIN"):
+        failure = await dnssec.explain(fetch, reply)
+        cnames = cnames + tuple(_walk_answer(reply, qname, rdtype)[1])
+    return _Lookup("SERVFAIL", (), cnames, None, ede=ede, cd_rcode=cd_rcode, failure=failure,
+                   rrsig=dnssec.earliest_rrsig(reply) if reply is not None else None,
+                   error="SERVFAIL" + (f" ({', '.join(ede)})" if ede else ""))
 
 
 def _describe(exc: BaseException) -> str:
@@ -257,33 +329,47 @@ def _describe(exc: BaseException) -> str:
 
 def _merge(a: _Lookup, aaaa: _Lookup) -> _Lookup:
     """One answer per resolver out of its A and AAAA lookups."""
+    sec = {"ad": a.ad and aaaa.ad, "rrsig": _earlier(a.rrsig, aaaa.rrsig), "ede": a.ede or aaaa.ede,
+           "cd_rcode": a.cd_rcode or aaaa.cd_rcode, "failure": a.failure or aaaa.failure}
     for failed in (a, aaaa):
         if failed.rcode not in ("NOERROR", "NXDOMAIN"):
             return _Lookup(failed.rcode, a.addresses + aaaa.addresses, a.cnames or aaaa.cnames,
-                           None, failed.error or f"{failed.rcode} for {'A' if failed is a else 'AAAA'}")
+                           None, failed.error or f"{failed.rcode} for {'A' if failed is a else 'AAAA'}", **sec)
     if "NXDOMAIN" in (a.rcode, aaaa.rcode):
-        return _Lookup("NXDOMAIN", (), a.cnames or aaaa.cnames)
+        return _Lookup("NXDOMAIN", (), a.cnames or aaaa.cnames, **sec)
     ttls = [t for t in (a.ttl, aaaa.ttl) if t is not None]
     return _Lookup("NOERROR", tuple(sorted(a.addresses + aaaa.addresses)), a.cnames or aaaa.cnames,
-                   min(ttls) if ttls else None)
+                   min(ttls) if ttls else None, **sec)
+
+
+def _dnssec_state(merged: _Lookup) -> DnssecState:
+    expires, validity, signer = merged.rrsig or (None, None, None)
+    bogus = merged.rcode == "SERVFAIL" and merged.cd_rcode in ("NOERROR", "NXDOMAIN")
+    return DnssecState(validated=merged.ad and merged.rcode in ("NOERROR", "NXDOMAIN"),
+                       signed=merged.rrsig is not None, rrsig_expires=expires, rrsig_validity=validity,
+                       rrsig_signer=signer, ede=merged.ede, bogus=bogus, checking_disabled_rcode=merged.cd_rcode,
+                       failure=merged.failure)
 
 
 async def ask(udp: UdpExchange, hostname: str, spec: ResolverSpec, deadline: float, *, recursion: bool = True,
-              authoritative: bool = False) -> ResolverAnswer:
+              authoritative: bool = False, want_dnssec: bool = True) -> ResolverAnswer:
     """Ask one server for A and AAAA; never raises."""
     started = time.monotonic()
     a, aaaa = await asyncio.gather(
-        _lookup_type(udp, hostname, dns.rdatatype.A, spec.address, spec.port, deadline, recursion),
-        _lookup_type(udp, hostname, dns.rdatatype.AAAA, spec.address, spec.port, deadline, recursion))
+        _lookup_type(udp, hostname, dns.rdatatype.A, spec.address, spec.port, deadline, recursion, want_dnssec),
+        _lookup_type(udp, hostname, dns.rdatatype.AAAA, spec.address, spec.port, deadline, recursion,
+                     want_dnssec))
     merged = _merge(a, aaaa)
     return ResolverAnswer(
         resolver=spec.name, server=_server_text(spec.address, spec.port), view=spec.view,
         rcode=merged.rcode, addresses=merged.addresses, cnames=merged.cnames, ttl=merged.ttl,
-        latency_seconds=time.monotonic() - started, error=merged.error, authoritative=authoritative)
+        latency_seconds=time.monotonic() - started, error=merged.error, authoritative=authoritative,
+        dnssec=_dnssec_state(merged) if want_dnssec else None)
 
 
 # ---------------------------------------------------------------- authoritative
-_zone_cache: dict[tuple[str, str], tuple[float, str, tuple[ResolverSpec, ...]]] = {}
+_zone_cache: dict[tuple[str, str], tuple[float, str, tuple[ResolverSpec, ...], tuple[str, ...]]] = {}
+_ZONE_CACHE_MAX = 65536
 
 
 async def _first_answer(udp: UdpExchange, qname: dns.name.Name, rdtype: int, resolvers: tuple[ResolverSpec, ...],
@@ -300,22 +386,22 @@ async def _first_answer(udp: UdpExchange, qname: dns.name.Name, rdtype: int, res
 
 
 async def find_authoritative(udp: UdpExchange, hostname: str, resolvers: tuple[ResolverSpec, ...], deadline: float
-                             ) -> tuple[str | None, tuple[ResolverSpec, ...]]:
-    """Find the zone that holds hostname and the addresses of its NS, through the resolvers."""
+                             ) -> tuple[str | None, tuple[ResolverSpec, ...], tuple[str, ...]]:
+    """The zone that holds hostname, the addresses of its NS, and the NS names, through the resolvers."""
     key = (hostname, ",".join(r.name for r in resolvers))
     cached = _zone_cache.get(key)
     if cached and cached[0] > time.monotonic():
-        return cached[1], cached[2]
+        return cached[1], cached[2], cached[3]
     name = dns.name.from_text(hostname)
     while True:
         response = await _first_answer(udp, name, dns.rdatatype.NS, resolvers, deadline)
         if response is None:
-            return None, ()
+            return None, (), ()
         ns = response.get_rrset(response.answer, name, dns.rdataclass.IN, dns.rdatatype.NS)
         if ns is not None:
             break
         if name == dns.name.root or len(name.labels) <= 2:
-            return None, ()
+            return None, (), ()
         name = name.parent()
     servers: list[ResolverSpec] = []
     for target in sorted(r.target for r in ns)[:4]:
@@ -327,8 +413,11 @@ async def find_authoritative(udp: UdpExchange, hostname: str, resolvers: tuple[R
                                             view="authoritative"))
     zone = _strip(name)
     servers = servers[:MAX_AUTHORITATIVE]
-    _zone_cache[key] = (time.monotonic() + min(ns.ttl, ZONE_CACHE_SECONDS), zone, tuple(servers))
-    return zone, tuple(servers)
+    names = tuple(_strip(r.target) for r in ns)
+    if len(_zone_cache) >= _ZONE_CACHE_MAX:
+        _zone_cache.clear()
+    _zone_cache[key] = (time.monotonic() + min(ns.ttl, ZONE_CACHE_SECONDS), zone, tuple(servers), names)
+    return zone, tuple(servers), names
 
 
 def parse_authoritative(value: str) -> ResolverSpec:
@@ -369,6 +458,16 @@ def agrees(answer: ResolverAnswer, authoritative: tuple[ResolverAnswer, ...]) ->
     return False
 
 
+def newest_answers(auth: tuple[ResolverAnswer, ...], checked: Delegation | None) -> tuple[ResolverAnswer, ...]:
+    """When the zone's servers answer different serials, only the newest serial's servers are the truth."""
+    serials = {s.address: s.serial for s in (checked.servers if checked else ()) if s.serial is not None}
+    if len(set(serials.values())) < 2:
+        return auth
+    top = max(serials.values())
+    newest = tuple(a for a in auth if serials.get(a.server.rsplit(":", 1)[0].strip("[]")) == top)
+    return newest or auth
+
+
 def is_global(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     if ip.version == 6 and ip.ipv4_mapped is not None:
@@ -377,15 +476,39 @@ def is_global(address: str) -> bool:
 
 
 async def _authoritative(udp: UdpExchange, endpoint: Endpoint, resolvers: tuple[ResolverSpec, ...],
-                         deadline: float) -> tuple[str | None, tuple[ResolverAnswer, ...]]:
-    zone, specs = None, ()
+                         deadline: float) -> tuple[str | None, tuple[ResolverAnswer, ...], Delegation | None]:
+    zone, specs, names = None, (), ()
     if endpoint.authoritative == "auto":
-        zone, specs = await find_authoritative(udp, endpoint.hostname, resolvers, deadline)
+        zone, specs, names = await find_authoritative(udp, endpoint.hostname, resolvers, deadline)
     elif endpoint.authoritative != "off":
         specs = (parse_authoritative(endpoint.authoritative),)
-    answers = await asyncio.gather(*(
-        ask(udp, endpoint.hostname, s, deadline, recursion=False, authoritative=True) for s in specs))
-    return zone, tuple(answers)
+    want = endpoint.dns.dnssec != "off"
+    answers, checked = await asyncio.gather(
+        asyncio.gather(*(ask(udp, endpoint.hostname, s, deadline, recursion=False, authoritative=True,
+                             want_dnssec=want) for s in specs)),
+        _delegation(udp, zone, names, specs, resolvers, deadline))
+    return zone, tuple(answers), checked
+
+
+async def _delegation(udp: UdpExchange, zone: str | None, names: tuple[str, ...], known: tuple[ResolverSpec, ...],
+                      resolvers: tuple[ResolverSpec, ...], deadline: float) -> Delegation | None:
+    """With authoritative: auto, the zone's delegation and servers, on the zone's cadence (delegation.py)."""
+    if zone is None or not names:
+        return None
+
+    async def first_answer(qname: dns.name.Name, rdtype: int) -> dns.message.Message | None:
+        return await _first_answer(udp, qname, rdtype, resolvers, deadline)
+
+    async def ask_server(qname: dns.name.Name, rdtype: int, address: str, port: int, timeout: float
+                         ) -> dns.message.Message:
+        return await _query(udp, qname, rdtype, address, port, timeout, False, False)
+
+    async def find_zone(name: str) -> tuple[str | None, tuple[ResolverSpec, ...], tuple[str, ...]]:
+        return await find_authoritative(udp, name, resolvers, deadline)
+
+    return await delegation.check(zone, names, known, ",".join(r.name for r in resolvers), deadline,
+                                  port=AUTHORITATIVE_PORT, limit=MAX_AUTHORITATIVE, first_answer=first_answer,
+                                  ask_server=ask_server, find_zone=find_zone)
 
 
 async def probe_dns(endpoint: Endpoint, resolvers: tuple[ResolverSpec, ...], deadline: float
@@ -393,16 +516,18 @@ async def probe_dns(endpoint: Endpoint, resolvers: tuple[ResolverSpec, ...], dea
     """The DNS layer: never raises; a failing resolver is a finding, not an abort."""
     started = time.monotonic()
     udp = UdpExchange()
+    want = endpoint.dns.dnssec != "off"
     try:
-        answers, (zone, auth) = await asyncio.gather(
-            asyncio.gather(*(ask(udp, endpoint.hostname, r, deadline) for r in resolvers)),
+        answers, (zone, auth, checked) = await asyncio.gather(
+            asyncio.gather(*(ask(udp, endpoint.hostname, r, deadline, want_dnssec=want) for r in resolvers)),
             _authoritative(udp, endpoint, resolvers, deadline))
     finally:
         udp.close()
-    answers = tuple(replace(a, agrees_with_authoritative=agrees(a, auth)) for a in answers)
+    newest = newest_answers(auth, checked)
+    answers = tuple(replace(a, agrees_with_authoritative=agrees(a, newest)) for a in answers)
     result = DnsResult(resolvers=answers, authoritative=auth, zone=zone,
                        addresses=_addresses_to_dial(endpoint, answers, auth),
-                       duration_seconds=time.monotonic() - started)
+                       duration_seconds=time.monotonic() - started, delegation=checked)
     return result, judge(endpoint, result)
 
 
@@ -430,7 +555,9 @@ def judge(endpoint: Endpoint, result: DnsResult) -> list[Finding]:
     relevant = _relevant(endpoint, answers)
     findings += _resolver_errors(endpoint, answers, relevant)
     findings += _nxdomain(endpoint, relevant)
-    findings += _inconsistent(endpoint, relevant)
+    findings += _dnssec_findings(endpoint, relevant)
+    findings += _delegation_findings(endpoint, result.delegation)
+    findings += _inconsistent(endpoint, relevant, result.delegation)
     findings += _stale(endpoint, relevant)
     findings += _expectations(endpoint, relevant, result.authoritative)
     findings += _exposure(endpoint, answers, result.authoritative)
@@ -444,7 +571,7 @@ def _finding(endpoint: Endpoint, code: str, severity: str, message: str, address
 
 
 def _resolver_errors(endpoint, answers, relevant) -> list[Finding]:
-    failed = [a for a in answers if not a.answered]
+    failed = [a for a in answers if not a.answered and not _bogus(a)]  # bogus DNSSEC is its own finding
     if not failed:
         return []
     severity = "warning" if any(a.answered for a in relevant) else "critical"
@@ -458,27 +585,123 @@ def _who(a: ResolverAnswer) -> str:
     return a.resolver if a.resolver == a.server else f"{a.resolver} ({a.server})"
 
 
+def _bogus(a: ResolverAnswer) -> bool:
+    return a.dnssec is not None and a.dnssec.bogus
+
+
 def _nxdomain(endpoint, relevant) -> list[Finding]:
-    nx = [a for a in relevant if a.rcode == "NXDOMAIN"]
-    if not nx:
+    out = []
+    nx = [a for a in relevant if a.rcode == "NXDOMAIN" and not a.cnames]
+    if nx:
+        out.append(_finding(endpoint, "dns.nxdomain", "critical",
+                            f"{endpoint.hostname} does not exist (NXDOMAIN) at {', '.join(a.resolver for a in nx)}"))
+    dangling = [a for a in relevant if a.rcode == "NXDOMAIN" and a.cnames]
+    if dangling:
+        chain = " -> ".join((endpoint.hostname, *dangling[0].cnames))
+        target = dangling[0].cnames[-1]
+        provider = takeover.provider_for(target)
+        risk = (f"; {target} is in {provider}'s namespace, where whoever creates that resource name gets "
+                f"this hostname's traffic and can get certificates for it (subdomain takeover)" if provider
+                else "; whoever can create the target name gets this hostname's traffic")
+        out.append(_finding(endpoint, "dns.dangling_cname", "critical",
+                            f"{endpoint.hostname} is a CNAME whose target does not exist (NXDOMAIN at "
+                            f"{target}) at {', '.join(a.resolver for a in dangling)}: {chain}{risk}"))
+    return out
+
+
+def _dnssec_findings(endpoint, relevant) -> list[Finding]:
+    out = []
+    bogus = [a for a in relevant if _bogus(a)]
+    if bogus:
+        first = bogus[0].dnssec
+        why = "; ".join(x for x in (first.failure, ", ".join(first.ede)) if x) or "no reason given"
+        out.append(_finding(endpoint, "dns.dnssec_bogus", "critical",
+                            f"DNSSEC validation fails for {endpoint.hostname}: validating resolvers "
+                            f"{', '.join(a.resolver for a in bogus)} answer SERVFAIL, the same query with "
+                            f"checking disabled answers {first.checking_disabled_rcode} ({why}). Clients behind "
+                            "validating resolvers cannot resolve the name, and CAs must refuse to issue or renew "
+                            "its certificates"))
+    now = time.time()
+    signed = [a for a in relevant if a.dnssec and not a.dnssec.bogus and a.answered]
+    expiring = [a for a in signed if dnssec.is_expiring(a.dnssec, endpoint.dns.rrsig_min_hours, now)]
+    if expiring:
+        state = min((a.dnssec for a in expiring), key=lambda d: d.rrsig_expires)
+        hours = (state.rrsig_expires - now) / 3600
+        left = (f"in {hours:.1f} h" if hours >= 0 else
+                f"{-hours:.1f} h ago, still accepted within the resolvers' clock-skew allowance")
+        out.append(_finding(endpoint, "dns.rrsig_expiring", "warning",
+                            f"the RRSIG over {endpoint.hostname} (signer {state.rrsig_signer}) expires at "
+                            f"{dnssec.when(state.rrsig_expires)}, {left}, of a "
+                            f"{state.rrsig_validity / 86400:.1f}-day validity: has re-signing stopped? "
+                            "Once it expires, validating resolvers answer SERVFAIL", expiring[0].resolver))
+    if endpoint.dns.dnssec == "required":
+        unsigned = [a for a in signed if not a.dnssec.signed and not a.dnssec.validated]
+        if unsigned:
+            out.append(_finding(endpoint, "dns.dnssec_missing", "warning",
+                                f"dns.dnssec is required, but the answer for {endpoint.hostname} at "
+                                f"{', '.join(a.resolver for a in unsigned)} is unsigned (no RRSIG, AD not set)"))
+    return out
+
+
+def _delegation_findings(endpoint, checked: Delegation | None) -> list[Finding]:
+    if checked is None:
         return []
-    names = ", ".join(a.resolver for a in nx)
-    return [_finding(endpoint, "dns.nxdomain", "critical",
-                     f"{endpoint.hostname} does not exist (NXDOMAIN) at {names}")]
+    out = []
+    zone = checked.zone
+    if checked.parent_ns is not None and set(checked.parent_ns) != set(checked.child_ns):
+        only_parent = sorted(set(checked.parent_ns) - set(checked.child_ns))
+        only_child = sorted(set(checked.child_ns) - set(checked.parent_ns))
+        parts = [f"only the parent lists {', '.join(only_parent)}" if only_parent else "",
+                 f"only the zone lists {', '.join(only_child)}" if only_child else ""]
+        out.append(_finding(endpoint, "dns.delegation_mismatch", "warning",
+                            f"the delegation of {zone} in {checked.parent} differs from the zone's own NS set: "
+                            f"{'; '.join(p for p in parts if p)}"))
+    for server in checked.servers:
+        if server.problem:
+            where = f"{server.name} ({server.address})" if server.address else server.name
+            out.append(_finding(endpoint, "dns.lame_delegation", "warning",
+                                f"name server {where} of {zone} is lame: it {server.problem}", server.name))
+    drift = _drift(checked)
+    if drift:
+        out.append(_finding(endpoint, "dns.serial_drift", "warning", drift))
+    return out
 
 
-def _inconsistent(endpoint, relevant) -> list[Finding]:
+def _drift(checked: Delegation) -> str | None:
+    serials = {s.name: s.serial for s in checked.servers if s.serial is not None and s.authoritative}
+    if len(set(serials.values())) < 2:
+        return None
+    top = max(serials.values())
+    behind = sorted(n for n, v in serials.items() if v != top)
+    listing = ", ".join(f"{n} {v}" for n, v in sorted(serials.items()))
+    return (f"the servers of {checked.zone} answer different SOA serials ({listing}): "
+            f"{', '.join(behind)} {'is' if len(behind) == 1 else 'are'} behind serial {top} and "
+            f"{'its' if len(behind) == 1 else 'their'} answers differ from the others' "
+            "(a secondary that stopped transferring?)")
+
+
+def _inconsistent(endpoint, relevant, checked: Delegation | None = None) -> list[Finding]:
     answered = [a for a in relevant if a.rcode == "NOERROR"]
-    groups: dict[tuple, list[str]] = {}
+    groups: dict[tuple, list[ResolverAnswer]] = {}
     for a in answered:
-        groups.setdefault(_answer_key(a), []).append(a.resolver)
+        groups.setdefault(_answer_key(a), []).append(a)
     if len(groups) < 2:
         return []
-    views = {a.view for a in answered}
-    kind = "views public and internal differ (split-horizon)" if len(views) > 1 else "propagation or drift"
-    parts = "; ".join(f"{', '.join(names)} -> {_show(key)}" for key, names in groups.items())
+    parts = "; ".join(f"{', '.join(a.resolver for a in group)} -> {_show(key)}" for key, group in groups.items())
     return [_finding(endpoint, "dns.inconsistent", "warning",
-                     f"resolvers disagree on {endpoint.hostname} ({kind}): {parts}")]
+                     f"resolvers disagree on {endpoint.hostname} ({_cause(groups, checked)}): {parts}")]
+
+
+def _cause(groups: dict[tuple, list[ResolverAnswer]], checked: Delegation | None) -> str:
+    """Name the disagreement after what was found, not after the resolvers' labels."""
+    if checked is not None and _drift(checked):
+        return "stale secondary: the zone's own servers answer different serials"
+    if any(a.agrees_with_authoritative is False for group in groups.values() for a in group):
+        return "propagation: a resolver still serves an answer the authoritative servers no longer give"
+    views = [{a.view for a in group} for group in groups.values()]
+    if all(len(v) == 1 for v in views) and len(set().union(*views)) > 1:
+        return "split-horizon: the public and internal views differ"
+    return "resolvers differ, and the authoritative servers were not asked or did not settle it"
 
 
 def _show(key: tuple) -> str:

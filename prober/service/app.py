@@ -136,6 +136,17 @@ def parse_drop(names: list[str]) -> frozenset[str]:
     return frozenset(names)
 
 
+def read_config(options: Options) -> Config:
+    """The config file, with the --discover manifests merged under it (its own keys win)."""
+    if options.discover is None:
+        return load_config(options.config)
+    from ..discover import ManifestError, merged_config
+    try:
+        return merged_config(options.config, options.discover)
+    except ManifestError as err:
+        raise ConfigError([f"--discover {err}"]) from None
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """'ADDR:PORT', '[V6]:PORT' or ':PORT' (all IPv4 interfaces) -> (address, port)."""
     usage = f"--listen {text!r}: expected ADDR:PORT with an IP address, e.g. 0.0.0.0:9716 or [::1]:9716"
@@ -190,13 +201,7 @@ class Service:
             return True, message
 
     def _read_config(self) -> Config:
-        if self._options.discover is None:
-            return load_config(self._options.config)
-        from ..discover import ManifestError, merged_config
-        try:
-            return merged_config(self._options.config, self._options.discover)
-        except ManifestError as err:
-            raise ConfigError([f"--discover {err}"]) from None
+        return read_config(self._options)
 
     def _failed(self, reason: str, message: str, initial: bool) -> tuple[bool, str]:
         self._metrics.reload_ok.set(0)

@@ -49,6 +49,8 @@ ENDPOINT_FAMILIES: dict[str, str] = {
     "prober_dns_resolver_latency_seconds": "How long the resolver took to answer.",
     "prober_dns_resolver_answers": "Number of A and AAAA records the resolver returned.",
     "prober_dns_resolver_agrees_with_authoritative": "1 when the resolver's answer matches the authoritative one.",
+    "prober_dns_resolver_dnssec_validated": "1 when the resolver validated the answer with DNSSEC (AD set).",
+    "prober_dns_zone_serial": "SOA serial each name server of the endpoint's zone answers (at most 8 servers).",
     "prober_tls_certificate_not_after_timestamp_seconds": "notAfter of a served certificate (unix seconds).",
     "prober_tls_certificate_not_before_timestamp_seconds": "notBefore of a served certificate (unix seconds).",
     "prober_tls_earliest_expiry_timestamp_seconds": "Earliest notAfter over every served chain.",
@@ -193,6 +195,12 @@ def _dns_rows(rows: _Rows, r: Report) -> None:
         if a.agrees_with_authoritative is not None:
             rows.add("prober_dns_resolver_agrees_with_authoritative", 1 if a.agrees_with_authoritative else 0,
                      **who)
+        if a.dnssec is not None:
+            rows.add("prober_dns_resolver_dnssec_validated", 1 if a.dnssec.validated else 0, **who)
+    checked = r.dns.delegation
+    for server in checked.servers if checked else ():
+        if server.serial is not None:  # servers are bounded by the DNS layer's MAX_AUTHORITATIVE
+            rows.add("prober_dns_zone_serial", server.serial, zone=checked.zone, server=server.name)
 
 
 def _tls_rows(rows: _Rows, r: Report) -> None:

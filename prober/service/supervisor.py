@@ -7,7 +7,8 @@ workers split this replica's endpoints without talking to each other.
 
 - /metrics joins the workers' expositions family by family (their endpoint
   series are kept as exposition bytes already) with the supervisor's own.
-- /probe and /report go to the worker that owns the hostname.
+- /probe and /report go to the worker that owns the hostname; the status page
+  joins every worker's latest reports.
 - A reload (SIGHUP, POST /-/reload) is parsed once here, staged on every
   running worker, and only then committed on all of them: a config that a
   worker could not take is not applied anywhere.
@@ -32,13 +33,14 @@ from multiprocessing.connection import Connection
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
 
-from ..config import ConfigError, load_config
-from ..model import Endpoint
+from ..config import ConfigError
+from ..model import Endpoint, Report
 from ..shard import in_shard, worker_of
 from .app import (EXIT_OK, GRACE_SECONDS, OUTER_GUARD, QUEUE_WAIT, Options, StartupError, _loaded, _summary,
-                  install_signals, open_web)
+                  install_signals, open_web, read_config)
 from .link import Client, LinkClosed, RemoteError, wait
 from .metrics import Snapshot, join_expositions, reload_gauges
+from .page import Row
 from .scheduler import Change
 from .web import ServiceUnavailable
 from .worker import WORKER_ENV
@@ -104,7 +106,7 @@ class Supervisor:
 
     # ------------------------------------------------------------ config
     def _read(self) -> dict[str, Endpoint]:
-        config = load_config(self._options.config)
+        config = read_config(self._options)
         self._total = len(config.endpoints)
         return {e.hostname: e for e in config.endpoints if in_shard(e.hostname, self._options.shard)}
 
@@ -283,6 +285,24 @@ class Supervisor:
                     self._up[w.index].set(0)
                     log.warning("worker %d left out of this scrape: %s", w.index, _why(err))
         return join_expositions([generate_latest(self.registry), *parts])
+
+    def overview(self) -> list[Row]:
+        """Every endpoint in force with its worker's latest report; pending while that worker restarts."""
+        latest: dict[str, Report | None] = {}
+        with self._view:
+            asked = []
+            for w in self._workers:
+                if w.running():
+                    try:
+                        asked.append((w, w.link.submit("overview")))  # type: ignore[union-attr]
+                    except LinkClosed:
+                        pass
+            for w, future in asked:
+                try:
+                    latest.update((row.endpoint.hostname, row.report) for row in wait(future, SCRAPE_WAIT))
+                except (LinkClosed, RemoteError, TimeoutError) as err:
+                    log.warning("worker %d left out of the status page: %s", w.index, _why(err))
+        return [Row(e, latest.get(h)) for h, e in self._endpoints.items()]
 
     def is_configured(self, hostname: str) -> bool:
         return hostname in self._endpoints

@@ -11,7 +11,7 @@ single-process service, and answers the supervisor's commands:
 - ``commit(generation)`` puts the staged config in force (a reload is staged on
   every worker first, then committed on all of them, so no worker runs a
   config the others have not taken);
-- ``metrics``, ``probe(hostname)``, ``report(hostname)``: as the HTTP routes.
+- ``metrics``, ``probe(hostname)``, ``report(hostname)``, ``overview``: as the HTTP routes.
 
 It exits when told to (SIGTERM, SIGINT) and when the supervisor goes away.
 """
@@ -92,7 +92,8 @@ async def work(options: Options, index: int, count: int, fd: int) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # reloads come from the supervisor, to every worker
     server = Server(Connection(fd), {"stage": staging.stage, "commit": staging.commit, "metrics": service.metrics,
-                                     "probe": service.probe, "report": service.report},
+                                     "probe": service.probe, "report": service.report,
+                                     "overview": service.overview},
                     on_close=lambda: loop.call_soon_threadsafe(stop.set))
     server.start()
     try:

@@ -44,6 +44,9 @@ TOOLS: dict[str, tuple[str, str]] = {
     "dig": ("/usr/bin/dig", "dnsutils"),
     "curl": ("/usr/bin/curl", "curl"),
     "openssl": ("/usr/bin/openssl", "openssl"),
+    "dnssec-keygen": ("/usr/bin/dnssec-keygen", "bind9-utils"),
+    "dnssec-signzone": ("/usr/bin/dnssec-signzone", "bind9-utils"),
+    "dnssec-dsfromkey": ("/usr/bin/dnssec-dsfromkey", "bind9-utils"),
 }
 
 

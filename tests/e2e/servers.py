@@ -75,12 +75,10 @@ class Knot:
         return list(rrset) if rrset else []
 
 
-def start_knot(workdir: Path, address: str, port: int, records: dict[str, str], ttl: int) -> Knot:
+def knot_conf(workdir: Path, address: str, port: int, domains: list[str]) -> Path:
+    """knot.conf for a knotd on ADDRESS@PORT serving DOMAINS from workdir/zones/DOMAIN.zone, as written."""
     for sub in ("zones", "db"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
-    control = workdir / "knot.sock"
-    zone_file = workdir / "zones" / f"{ZONE}.zone"
-    zone_file.write_text(zone_text(1, address, records, ttl))
     conf = workdir / "knot.conf"
     conf.write_text(f"""\
 server:
@@ -92,7 +90,7 @@ log:
 database:
     storage: "{workdir / 'db'}"
 control:
-    listen: "{control}"
+    listen: "{workdir / 'knot.sock'}"
 template:
   - id: default
     storage: "{workdir / 'zones'}"
@@ -100,8 +98,15 @@ template:
     zonefile-sync: -1
     journal-content: none
 zone:
-  - domain: {ZONE}.
-""")
+""" + "".join(f"  - domain: {d}.\n" for d in domains))
+    return conf
+
+
+def start_knot(workdir: Path, address: str, port: int, records: dict[str, str], ttl: int) -> Knot:
+    conf = knot_conf(workdir, address, port, [ZONE])
+    control = workdir / "knot.sock"
+    zone_file = workdir / "zones" / f"{ZONE}.zone"
+    zone_file.write_text(zone_text(1, address, records, ttl))
     knot = Knot(Service("knotd", [tool("knotd"), "-c", conf], workdir), address, port, control, zone_file,
                 ttl, dict(records))
     knot.service.start(lambda: tcp_open(address, port) and control.exists())
@@ -132,11 +137,16 @@ class Unbound:
         return "\n".join(line for line in dump.splitlines() if line.startswith(f"{name}."))
 
 
-def start_unbound(workdir: Path, name: str, address: str, port: int, control_port: int, knot: Knot) -> Unbound:
+def unbound_conf(workdir: Path, address: str, port: int, control_port: int, stubs: dict[str, list[str]],
+                 server_extra: str = "") -> Path:
+    """unbound.conf whose only way out is a stub-zone per zone in STUBS (zone -> ["ADDR@PORT", ...])."""
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "unbound.conf"
     # local-zone "." refuse + outgoing-interface on loopback: whatever is asked,
-    # this unbound cannot send a packet anywhere but to knot.
+    # this unbound cannot send a packet anywhere but to the stub servers.
+    transparent = "".join(f'    local-zone: "{zone}." transparent\n' for zone in stubs)
+    stub_zones = "".join(f'stub-zone:\n    name: "{zone}."\n' + "".join(f"    stub-addr: {a}\n" for a in addrs)
+                         for zone, addrs in stubs.items())
     conf.write_text(f"""\
 server:
     username: ""
@@ -155,18 +165,23 @@ server:
     do-ip6: no
     access-control: 127.0.0.0/8 allow
     do-not-query-localhost: no
-    module-config: "iterator"
     local-zone: "." refuse
-    local-zone: "{ZONE}." transparent
-stub-zone:
-    name: "{ZONE}."
-    stub-addr: {knot.address}@{knot.port}
-remote-control:
+{transparent}{server_extra}{stub_zones}remote-control:
     control-enable: yes
     control-interface: {address}
     control-port: {control_port}
     control-use-cert: no
 """)
+    return conf
+
+
+def start_unbound(workdir: Path, name: str, address: str, port: int, control_port: int, knot: Knot | None,
+                  stubs: dict[str, list[str]] | None = None, server_extra: str = '    module-config: "iterator"\n'
+                  ) -> Unbound:
+    if stubs is None:
+        assert knot is not None, "an unbound needs a knot or its stub zones"
+        stubs = {ZONE: [f"{knot.address}@{knot.port}"]}
+    conf = unbound_conf(workdir, address, port, control_port, stubs, server_extra)
     unbound = Unbound(Service(name, [tool("unbound"), "-d", "-c", conf], workdir), name, address,
                       port, conf)
     unbound.service.start(lambda: tcp_open(address, port) and tcp_open(address, control_port))

@@ -106,7 +106,8 @@ else
 fi
 
 # The real Dockerfile, unchanged.  --format docker keeps HEALTHCHECK (the OCI
-# format has no such field); --pull=never keeps the stand-in; pip in the
+# format has no such field); --pull=never keeps the stand-in; the RUN steps
+# use the host's network (no CNI bridge, so no iptables needed) and pip in the
 # builder stage trusts the host's CA bundle, mounted read-only for the build.
 # The build's inputs, hashed as tests/image/test_image.py hashes them, so the
 # tests can tell an image built from an older checkout.
@@ -115,7 +116,7 @@ source_digest=$(cd "$ROOT" && find Dockerfile .dockerignore pyproject.toml READM
 started=$(now)
 cache=()
 [ "$MODE" = fresh ] && cache=(--no-cache)
-pm build --quiet --pull=never --format docker "${cache[@]}" \
+pm build --quiet --pull=never --format docker --network=host "${cache[@]}" \
   --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
   --label "org.prober.source-digest=$source_digest" \
   --tag "$IMAGE" --file "$ROOT/Dockerfile" "$ROOT" >/dev/null
