@@ -599,7 +599,8 @@ def _judge_chain(endpoint: Endpoint, t: TlsTarget, where: str) -> list[Finding]:
     leaf = t.chain[0]
     host = endpoint.hostname
     if not v.hostname_match:
-        names = [n for n in leaf.sans if ":" not in n or x509._as_ip(n) is not None]
+        # A hostile certificate's SANs may hold control characters: a message stays one line.
+        names = [n if n.isprintable() else ascii(n) for n in leaf.sans if ":" not in n or x509._as_ip(n) is not None]
         if names:
             covers = f"covers only {', '.join(names[:5])}"
         else:
