@@ -38,7 +38,7 @@ _TERMINATION = {
 
 
 _TLS_POLICY = {
-    "tls.weak_key": "reissue with an RSA-2048+ or P-256/P-384 key (openssl x509 -noout -text | grep Public-Key)",
+    "tls.weak_key": "reissue with an RSA-2048+ or P-256/P-384 key (openssl x509 -noout -text shows the Public-Key size)",
     "tls.weak_signature": "reissue from a CA that signs with SHA-256 or better; replace a SHA-1 intermediate "
                           "with the CA's current one",
     "tls.profile_violation": "reissue the CA certificate with basicConstraints critical and a keyIdentifier AKI "
