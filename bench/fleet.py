@@ -80,7 +80,8 @@ def blackbox_rep(fleet: Fleet, n: int, interval: float, warm: float, window: flo
         return {"probes": done, "cpu_per_probe_ms": 1000 * (samples["cpu1"] - samples["cpu0"]) / max(done, 1),
                 "probes_per_s": done / span, "peak_rss_mb": status_kb(proc.pid, "VmHWM") / 1024,
                 "cpu_share": (samples["cpu1"] - samples["cpu0"]) / span, "requests_per_probe": result.per_endpoint,
-                "success": result.succeeded / max(result.completed, 1), "load": os.getloadavg()[0]}
+                "success": result.succeeded / max(result.completed, 1), "abandoned": result.abandoned,
+                "load": os.getloadavg()[0]}
     finally:
         proc.stop()
 

@@ -86,3 +86,14 @@ def test_soak_smoke_samples_and_judges(tmp_path: Path) -> None:
     assert rows[-1]["runs"] > rows[0]["runs"]
     assert rows[-1]["failed"] > 0  # the rotating faults reached the prober
     assert {"rss_mb_growth", "fds_growth", "lag_over_1s", "ok"} <= set(report["verdict"])
+
+
+@pytest.mark.timeout(120)
+def test_scrape_smoke_serves_healthy_copies(tmp_path: Path) -> None:
+    _need(NGINX, KNOTD)
+    out = tmp_path / "scrape.json"
+    run = _run(["bench/scrape.py", "--n", "50", "--prometheus", "0", "--json", str(out)], timeout=100)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["samples"] > 50 * 20 and result["bytes"] > 0 and result["render_s"] > 0
+    assert result["gzip1"][0] < result["bytes"]
