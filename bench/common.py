@@ -201,6 +201,7 @@ http {{
     server_name *.{domain};
     ssl_certificate {cert}; ssl_certificate_key {key};
     ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers {MODERN_CIPHERS};
     add_header Strict-Transport-Security "{hsts}" always;
     location = /healthz {{ default_type text/plain; return 200 "ok"; }}
     location / {{ default_type text/plain; return 200 "fleet"; }}
@@ -272,9 +273,10 @@ class Fleet:
     def _nginx(self) -> None:
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self.workdir / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+        from prober.lab.catalogue import MODERN_CIPHERS
         conf = self.workdir / "nginx.conf"
         conf.write_text(NGINX_CONF.format(
-            dir=self.workdir, domain=DOMAIN, tls_port=self.tls_port, cert=self.cert, key=self.key, hsts=HSTS,
+            MODERN_CIPHERS=MODERN_CIPHERS, dir=self.workdir, domain=DOMAIN, tls_port=self.tls_port, cert=self.cert, key=self.key, hsts=HSTS,
             http_listen=" ".join(f"listen {a}:{self.http_port};" for a in NGINX_ADDRESSES),
             tls_listen=" ".join(f"listen {a}:{self.tls_port} ssl;" for a in NGINX_ADDRESSES)))
         proc = Proc([NGINX, "-c", str(conf), "-p", str(self.workdir), "-e", str(self.workdir / "nginx-error.log")],

@@ -19,13 +19,14 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import urlsplit
 
 import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from . import idn
-from .model import EXPIRY_TIERS, Config, DnsContract, Endpoint, HttpContract, ResolverSpec, TlsContract
+from . import idn, tlspolicy
+from .model import EXPIRY_TIERS, ClientCert, Config, DnsContract, Endpoint, HttpContract, ResolverSpec, TlsContract
 
 __all__ = [
     "ConfigError", "load_config", "parse_config", "load_defaults", "build_endpoint",
@@ -573,19 +574,7 @@ def _authoritative_field(v: _V, env: _Env) -> str:
 
 
 def _ca_file_field(v: _V, env: _Env) -> str:
-    path = os.path.expanduser(_str(v, "a path to a PEM file").strip())
-    path = os.path.normpath(os.path.join(env.base_dir, path))
-    where = "(relative paths start at the directory of the config file)"
-    if not os.path.isfile(path):  # also keeps a FIFO or a device from blocking the load
-        raise _Invalid(f"is not a file: {_show(path)} {where}", v.line)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(16 << 20)
-    except OSError as err:
-        raise _Invalid(f"cannot read {_show(path)}: {err.strerror or err}", v.line) from None
-    if b"-----BEGIN CERTIFICATE-----" not in data:
-        raise _Invalid(f"{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", v.line)
-    return path
+    return _pem_file(v, env, b"-----BEGIN CERTIFICATE-----", "certificate", 16 << 20)
 
 
 def _expiry_days_field(v: _V, env: _Env) -> tuple[int, ...]:
@@ -599,6 +588,62 @@ def _expiry_days_field(v: _V, env: _Env) -> tuple[int, ...]:
         shown = "[" + ", ".join(i.raw or _show(i) for i in items) + "]" if items is not None else _show(v)
         raise _Invalid(f"must be {what} (got {_clip(shown)})", v.line)
     return tuple(days)
+
+
+def _fraction(v: _V, what: str, low: float, high: float, low_open: bool = True) -> float:
+    value = v.value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _bad(v, what)
+    if value < low or value > high or (low_open and value == low):
+        raise _bad(v, what)
+    return float(value)
+
+
+def _expiry_fractions_field(v: _V, env: _Env) -> tuple[float, ...]:
+    count = len(EXPIRY_TIERS) - 1  # the outage tier stays at its days
+    what = (f"null, or {count} shares of the lifetime in (0, 1], strictly decreasing, for the tiers "
+            f"{'/'.join(EXPIRY_TIERS[:count])}, like [0.333, 0.167, 0.083, 0.033]")
+    items = v.value if isinstance(v.value, list) else None
+    try:
+        shares = [_fraction(i, what, 0.0, 1.0) for i in items or ()]
+    except _Invalid:
+        shares = []
+    if items is None or len(shares) != count or any(a <= b for a, b in zip(shares, shares[1:])):
+        shown = "[" + ", ".join(i.raw or _show(i) for i in items) + "]" if items is not None else _show(v)
+        raise _Invalid(f"must be {what} (got {_clip(shown)})", v.line)
+    return tuple(shares)
+
+
+def _ari_field(v: _V, env: _Env) -> str:
+    """auto, off, or an ACME directory URL: https://, or http:// on a loopback address only."""
+    if v.value is False:  # YAML 1.1 reads a bare `off` as false
+        return "off"
+    what = "auto, off, or the https:// URL of an ACME directory"
+    text = _str(v, what).strip()
+    if text in ("auto", "off"):
+        return text
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise _bad(v, what) from None
+    loopback = host == "localhost" or _is_loopback(host)
+    if not host or parts.scheme not in ("https", "http") or (parts.scheme == "http" and not loopback):
+        raise _bad(v, what + " (plain http:// only on a loopback address)")
+    return text
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _caa_identities_field(v: _V, env: _Env) -> tuple[str, ...]:
+    items = _list(v, "a list of CAA issuer domain names, like [pki.example.com]")
+    return tuple(dict.fromkeys(_collect(items, lambda item: _hostname_field(item, env))))
 
 
 def _tls_version_field(v: _V, env: _Env) -> str:
@@ -713,6 +758,48 @@ def _headers_field(v: _V, env: _Env) -> tuple[tuple[str, str], ...]:
     return tuple((name, value.value) for name, value in mapping.items())
 
 
+def _pem_file(v: _V, env: _Env, marker: bytes, what: str, limit: int = 1 << 20) -> str:
+    """A readable file holding `marker`, relative paths from the config's directory."""
+    path = os.path.normpath(os.path.join(env.base_dir, os.path.expanduser(_str(v, "a path to a PEM file").strip())))
+    if not os.path.isfile(path):
+        raise _Invalid(f"is not a file: {_show(path)} (relative paths start at the directory of the config file)",
+                       v.line)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit)  # a bounded read also keeps a FIFO or a device from blocking the load
+    except OSError as err:
+        raise _Invalid(f"cannot read {_show(path)}: {err.strerror or err}", v.line) from None
+    if marker not in data:
+        raise _Invalid(f"{path} holds no PEM {what} ({marker.decode()})", v.line)
+    return path
+
+
+def _client_cert_field(v: _V, env: _Env) -> ClientCert:
+    mapping = _map(v, "a mapping with cert_file and key_file")
+    keys = ("cert_file", "key_file")
+    errors = [(v.key_lines.get(k), f"client_cert key '{k}': {_unknown_key(k, keys)}") for k in mapping if k not in keys]
+    errors += [(v.line, f"needs {k} (a PEM file)") for k in keys if k not in mapping]
+    if errors:
+        raise _Invalid(items=errors)
+    return ClientCert(_pem_file(mapping["cert_file"], env, b"-----BEGIN CERTIFICATE-----", "certificate"),
+                      _pem_file(mapping["key_file"], env, b"PRIVATE KEY-----", "private key"))
+
+
+def _on_off_field(v: _V, env: _Env) -> str:
+    return "off" if v.value is False else _choice(v, ("auto", "off"))  # YAML 1.1 reads a bare off as false
+
+
+def _curves_field(v: _V, env: _Env) -> tuple[str, ...]:
+    items = _list(v, "a list of curve names, like [P-256, P-384]")
+    names = []
+    for item in items:
+        if item.value not in tlspolicy.KNOWN_CURVES:
+            raise _Invalid(f"unknown curve {_show(item)}; use some of {', '.join(tlspolicy.KNOWN_CURVES)}",
+                           item.line or v.line)
+        names.append(item.value)
+    return tuple(dict.fromkeys(names))
+
+
 def _refuse(message: str) -> _Parser:
     def refuse(v: _V, env: _Env) -> Any:
         raise _Invalid(message, v.line)
@@ -727,6 +814,7 @@ _ENDPOINT_SPEC: dict[str, Any] = {
     "authoritative": _authoritative_field,
     "ca_file": _optional(_ca_file_field),
     "expiry_days": _expiry_days_field,
+    "expiry_fractions": _optional(_expiry_fractions_field),
     "tls_min_version": _tls_version_field,
     "visibility": _optional(lambda v, env: _choice(v, ("public", "private"))),
     "owner_team": _optional(_text_field),
@@ -738,7 +826,15 @@ _ENDPOINT_SPEC: dict[str, Any] = {
     "connect_to": _optional(_ip_field),
     "dns": {"expect_addresses": _addresses_field, "expect_cname": _optional(_hostname_field),
             "max_ttl": _optional(_max_ttl_field), "dnssec": _dnssec_field, "rrsig_min_hours": _hours_field},
-    "tls": {"port": _port_field, "expect_issuer": _optional(_text_field)},
+    "tls": {"port": _port_field, "expect_issuer": _optional(_text_field),
+            "renewal_at": lambda v, env: _fraction(v, "a share of the lifetime in (0, 1), like 0.667", 0.0, 0.999),
+            "renewal_grace": lambda v, env: _fraction(v, "a share of the lifetime in [0, 1), like 0.1", 0.0,
+                                                      0.999, low_open=False),
+            "ari": _ari_field, "caa_identities": _caa_identities_field,
+            "min_rsa_bits": lambda v, env: _int(v, "a number of bits 512..16384", 512, 16384),
+            "ec_curves": _curves_field, "allow_sha1": lambda v, env: _bool(v),
+            "revocation": _on_off_field,
+            "client_cert": _optional(_client_cert_field)},
     "http": {"port": _port_field, "redirect": lambda v, env: _bool(v), "hsts": lambda v, env: _bool(v),
              "health_path": _health_path_field, "expect_status": _status_field,
              "expect_body": _optional(_regex_field), "headers": _headers_field},
@@ -827,6 +923,19 @@ def _check_timing(merged: _Layer, own: _Layer, where: str, problems: _Problems) 
     if timeout > interval:
         problems.add(line, where, "timeout",
                      f"must not exceed interval ({timeout:g}s > {interval:g}s): probes would overlap")
+
+
+def _check_renewal(merged: _Layer, own: _Layer, where: str, problems: _Problems) -> None:
+    """Renewal due at or past the end of the lifetime would never be overdue."""
+    tls = own.get("tls", {})
+    if "renewal_at" not in tls and "renewal_grace" not in tls:
+        return
+    at, grace = merged["tls"]["renewal_at"][0], merged["tls"]["renewal_grace"][0]
+    if at + grace >= 1:
+        line = (tls.get("renewal_at") or tls["renewal_grace"])[1]
+        problems.add(line, where, "tls.renewal_at",
+                     f"plus tls.renewal_grace must stay under 1 ({at:g} + {grace:g}): renewal would be due "
+                     "only once the certificate has expired")
 
 
 def _system_default(env: _Env, problems: _Problems, line: int | None, where: str) -> _Layer:
@@ -958,6 +1067,7 @@ def _parse_defaults(root: _V, env: _Env, problems: _Problems) -> tuple[_Layer, s
         return {}, set()
     defaults = _parse_fields(section, _DEFAULTS_SPEC, env, problems, "defaults")
     _check_timing(_merge([_MODEL_LAYER, defaults]), defaults, "defaults", problems)
+    _check_renewal(_merge([_MODEL_LAYER, defaults]), defaults, "defaults", problems)
     return defaults, set(section.value)
 
 
@@ -982,6 +1092,7 @@ def _parse_document(text: str, source: str, resolv_conf: str, base_dir: str | No
     for host, where, own in parsed:
         merged = _merge([base, own])
         _check_timing(merged, own, where, problems)
+        _check_renewal(merged, own, where, problems)
         endpoints.append(_assemble(host, merged))
     problems.raise_if_any()
     return Config(endpoints=tuple(endpoints), source=source), base
@@ -1050,5 +1161,6 @@ def build_endpoint(hostname: str, overrides: Mapping[str, Any] | None = None,
     # The fallback sits above base: it exists only when base has no resolvers of its own.
     merged = _merge([_MODEL_LAYER, _layer_of(base) if base is not None else {}, fallback, *given])
     _check_timing(merged, _merge(given), where, problems)
+    _check_renewal(merged, _merge(given), where, problems)
     problems.raise_if_any()
     return _assemble(host["hostname"][0], merged)

@@ -11,10 +11,10 @@ import asyncio
 import dataclasses
 import time
 
-from . import x509
+from . import renewal, x509
 from .layers.dns import probe_dns
 from .layers.http import probe_http
-from .layers.tls import Connection, probe_tls
+from .layers.tls import Connection, client_cert_findings, probe_tls
 from .model import LAYERS, DnsResult, Endpoint, Finding, HttpResult, LayerResult, Report, TlsResult, Verdict
 from .hints import stale_hint
 from .verdict import decide, layer_status
@@ -47,6 +47,7 @@ async def _run(endpoint: Endpoint, started_wall: float, started: float) -> Repor
     timeout = endpoint.timeout
     dns_result, dns_layer = await _dns(endpoint, started + timeout * DNS_SHARE)
     tls_result, http_result = TlsResult(), HttpResult()
+    assessed = renewal.Assessment()
     connections: list[Connection] = []
     layers = [dns_layer]
     findings = list(dns_layer.findings)
@@ -67,16 +68,34 @@ async def _run(endpoint: Endpoint, started_wall: float, started: float) -> Repor
             tls_result, tls_findings, connections = await probe_tls(
                 endpoint, dns_result.addresses, started + timeout * TLS_SHARE, store)
             tls_findings = _explain_with_dns(tls_findings, dns_result, endpoint.hostname)
-            layers.append(_layer("tls", t0, tls_findings))
+            tls_layer = _layer("tls", t0, tls_findings)
             t0 = time.monotonic()
             redirect_to = connections[0].address if connections else dns_result.addresses[0]
-            http_result, http_findings = await probe_http(endpoint, connections, redirect_to, started + timeout)
-            layers.append(_layer("http", t0, http_findings))
-            findings += tls_findings + http_findings
+            (http_result, http_findings), assessed = await asyncio.gather(
+                probe_http(endpoint, connections, redirect_to, started + timeout),
+                renewal.assess(endpoint, tls_result, dns_layer.status != "skipped", started + timeout))
+            mtls = client_cert_findings(endpoint, tls_result, http_result,
+                                        any(f.code == "http.health_failed" for f in http_findings))
+            if mtls:  # the server wanted a client certificate: that, not the health path, is the story
+                http_findings = [f for f in http_findings if f.code != "http.health_failed"]
+                tls_findings = tls_findings + mtls
+                tls_layer = dataclasses.replace(tls_layer, status=layer_status(tls_findings),
+                                                findings=tuple(tls_findings))
+            layers[0] = _extended(dns_layer, assessed.dns_findings)
+            layers += [_extended(tls_layer, assessed.tls_findings), _layer("http", t0, http_findings)]
+            findings = [*layers[0].findings, *layers[1].findings, *http_findings]
     finally:
         await asyncio.gather(*(c.aclose() for c in connections))
     return _report(endpoint, started_wall, started, tuple(layers), tuple(findings),
-                   dns_result, tls_result, http_result)
+                   dns_result, tls_result, http_result, assessed)
+
+
+def _extended(layer: LayerResult, extra: tuple[Finding, ...]) -> LayerResult:
+    """The layer with the renewal checks' findings added (they run alongside the HTTP layer)."""
+    if not extra:
+        return layer
+    found = (*layer.findings, *extra)
+    return dataclasses.replace(layer, findings=found, status=layer_status(list(found)))
 
 
 def _stale_only(dns: DnsResult) -> dict[str, list[str]]:
@@ -127,12 +146,14 @@ def _phases(dns: DnsResult, tls: TlsResult, http: HttpResult) -> dict[str, float
 
 
 def _report(endpoint: Endpoint, started_wall: float, started: float, layers: tuple[LayerResult, ...],
-            findings: tuple[Finding, ...], dns: DnsResult, tls: TlsResult, http: HttpResult) -> Report:
+            findings: tuple[Finding, ...], dns: DnsResult, tls: TlsResult, http: HttpResult,
+            assessed: renewal.Assessment = renewal.Assessment()) -> Report:
     verdict = decide(endpoint.hostname, layers, findings)
     return Report(hostname=endpoint.hostname, endpoint=endpoint, started_at=started_wall,
                   duration_seconds=time.monotonic() - started, status=verdict.status, verdict=verdict,
                   layers=layers, findings=findings, dns=dns, tls=tls, http=http,
-                  phases=_phases(dns, tls, http))
+                  phases=_phases(dns, tls, http), renewal=assessed.renewal, caa=assessed.caa,
+                  notes=assessed.notes)
 
 
 def unknown_report(endpoint: Endpoint, started_wall: float, started: float, message: str) -> Report:

@@ -37,6 +37,22 @@ _TERMINATION = {
 }
 
 
+_TLS_POLICY = {
+    "tls.weak_key": "reissue with an RSA-2048+ or P-256/P-384 key (openssl x509 -noout -text shows the Public-Key size)",
+    "tls.weak_signature": "reissue from a CA that signs with SHA-256 or better; replace a SHA-1 intermediate "
+                          "with the CA's current one",
+    "tls.profile_violation": "reissue the CA certificate with basicConstraints critical and a keyIdentifier AKI "
+                             "(openssl x509 -noout -text shows both)",
+    "tls.revoked": "deploy a newly issued certificate (new key if the reason is keyCompromise) and reload",
+    "tls.revocation_unknown": "fetch the CRL or OCSP URL from the certificate by hand; check egress to the CA",
+    "tls.weak_cipher": "offer ECDHE with AES-GCM or ChaCha20 only (Mozilla intermediate); openssl s_client "
+                       "-tls1_2 -cipher 'kRSA:SHA1:@SECLEVEL=0' shows what is still accepted",
+    "tls.weak_dh": "drop the DH parameters or use a 2048-bit group (RFC 7919 ffdhe2048); openssl s_client "
+                   "-tls1_2 -cipher kDHE shows the Server Temp Key",
+    "tls.client_cert_required": "set tls.client_cert {cert_file, key_file} to a certificate the endpoint accepts",
+}
+
+
 def _split(server: str) -> tuple[str, int | None]:
     """'ADDR:PORT' or '[v6]:PORT' -> (ADDR, PORT); a bare name or address -> (it, None)."""
     if server.startswith("["):
@@ -129,7 +145,7 @@ def hint_for(code: str, endpoint: Endpoint, address: str | None = None, dns: Dns
     if layer == "tls":
         base = _openssl(host, port, _dial(endpoint, address), endpoint.ca_file)
         if code in ("tls.expired", "tls.expiring", "tls.unexpected_issuer", "tls.untrusted",
-                    "tls.incomplete_chain"):
+                    "tls.incomplete_chain", "tls.renewal_overdue"):
             extra = _lookup(_CERT_SOURCE, endpoint.certificate_source, host)
         else:
             extra = None
@@ -138,6 +154,7 @@ def hint_for(code: str, endpoint: Endpoint, address: str | None = None, dns: Dns
             extra = "serve the full chain (leaf + intermediates): e.g. nginx ssl_certificate must point at the fullchain file"
         if code == "tls.hostname_mismatch" and not extra:
             extra = "check which certificate the listener binds for this SNI name"
+        extra = extra or _TLS_POLICY.get(code)
         return f"{base}; {extra}" if extra else base
     dial = _dial(endpoint, address)
     if code in ("http.health_failed", "http.waf_blocked", "http.missing_hsts"):
@@ -188,6 +205,8 @@ def _dns_hint(code: str, endpoint: Endpoint, about: str | None, dns: DnsResult |
                                "(internal vs internet-facing) and which zone (private/public) holds the record",
         "dns.publicly_resolvable": "delete or patch the public record now; check the ingress class and "
                                    "the public-zone annotation",
+        "dns.caa_forbids_issuer": f"dig CAA {host}; dig CAA <each parent of {host}>; add an issue (or issuewild) "
+                                  "record for the CA's identity at the name the finding names",
         **_DEPTH_HINTS,
     }.get(code) or _dig(host, dns, about)
     base = base.replace("{host}", host).replace("<zone>", dns.zone if dns is not None and dns.zone else "<zone>")

@@ -85,6 +85,42 @@ CATALOGUE: dict[str, CodeInfo] = {
         "warning at or under the 30- and 14-day tiers; critical at or under 7 and 3 days"),
     "tls.unexpected_issuer": CodeInfo("tls", "warning", "The leaf's issuer does not contain tls.expect_issuer."),
     "tls.weak_protocol": CodeInfo("tls", "warning", "The server still accepts a protocol below tls_min_version."),
+    "tls.weak_key": CodeInfo(
+        "tls", "critical", "A served certificate's key is below the floor: RSA under tls.min_rsa_bits (2048), DSA, "
+        "or an EC curve outside tls.ec_curves (P-256/P-384/P-521)."),
+    "tls.weak_signature": CodeInfo(
+        "tls", "critical", "A served certificate other than a trust anchor is signed with SHA-1 or MD5 "
+        "(SHA-1 allowed by tls.allow_sha1)."),
+    "tls.profile_violation": CodeInfo(
+        "tls", "warning", "The chain reaches a trust anchor under an OpenSSL-style path check but breaks the strict "
+        "Web PKI certificate profile (e.g. basicConstraints not critical): some clients refuse it."),
+    "tls.revoked": CodeInfo("tls", "critical", "A served certificate is revoked (CRL, OCSP or a stapled OCSP response)."),
+    "tls.revocation_unknown": CodeInfo(
+        "tls", "warning", "The revocation status could not be determined: CRL unreachable, oversized, past its "
+        "nextUpdate or badly signed, or an OCSP error."),
+    "tls.weak_cipher": CodeInfo(
+        "tls", "warning", "The server accepts a weak cipher suite: static-RSA key exchange, CBC with SHA-1, 3DES, "
+        "RC4, NULL or anonymous.",
+        "critical when default clients refuse the connection because it offers only such suites; warning otherwise"),
+    "tls.weak_dh": CodeInfo(
+        "tls", "warning", "The server uses a Diffie-Hellman group under 2048 bits.",
+        "critical when default clients refuse the connection because of it; warning otherwise"),
+    "tls.client_cert_required": CodeInfo(
+        "tls", "critical", "The server requires a client certificate (mTLS).",
+        "critical when the contract gives no tls.client_cert (the probe cannot see past it); warning when the "
+        "one given is refused"),
+    # Renewal assurance (prober/renewal.py, prober/ari.py, prober/caa.py)
+    "tls.renewal_overdue": CodeInfo(
+        "tls", "warning", "The served leaf is past its expected renewal point (a share of its lifetime, or the "
+        "CA's own renewal window) and has not been replaced.",
+        "warning past renewal_at + renewal_grace of the lifetime or the CA's window start; critical once the CA's "
+        "renewal window (ARI) has ended"),
+    "tls.mixed_certificates": CodeInfo(
+        "tls", "warning", "The addresses of one hostname serve different leaves, and one is stale: past its "
+        "renewal point, or in a worse expiry tier than the newest."),
+    "dns.caa_forbids_issuer": CodeInfo(
+        "dns", "warning", "The CAA records relevant to the hostname do not permit the CA that issued the served "
+        "leaf, or the one certificate_source implies: the next renewal will fail."),
     "http.no_https_redirect": CodeInfo("http", "warning", "http:// does not redirect to https://."),
     "http.redirect_mismatch": CodeInfo(
         "http", "warning", "http:// redirects, but not to https:// on the same hostname."),
@@ -141,9 +177,26 @@ class DnsContract:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientCert:
+    """tls.client_cert: the certificate the probe presents to an mTLS endpoint."""
+    cert_file: str
+    key_file: str
+
+
+@dataclass(frozen=True, slots=True)
 class TlsContract:
     port: int = 443
     expect_issuer: str | None = None
+    renewal_at: float = 2 / 3  # share of the lifetime after which automation renews
+    renewal_grace: float = 0.1  # share of the lifetime allowed past renewal_at before it is overdue
+    ari: str = "auto"  # auto | off | URL of an ACME directory
+    caa_identities: tuple[str, ...] = ()  # CAA issuer domains of the CA that issues this certificate
+    # Key and signature floors (defaults: prober/tlspolicy.py, the public Web PKI's).
+    min_rsa_bits: int = 2048
+    ec_curves: tuple[str, ...] = ("P-256", "P-384", "P-521")
+    allow_sha1: bool = False
+    revocation: str = "auto"  # auto | off
+    client_cert: ClientCert | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +219,8 @@ class Endpoint:
     authoritative: str = "auto"  # "auto" | "off" | "ADDR[:PORT]"
     ca_file: str | None = None
     expiry_days: tuple[int, ...] = (30, 14, 7, 3, 0)
+    # A tier's threshold is min(expiry_days[i], expiry_fractions[i] x lifetime); None: plain days.
+    expiry_fractions: tuple[float, ...] | None = (1 / 3, 1 / 6, 1 / 12, 1 / 30)
     tls_min_version: str = "1.2"
     visibility: str | None = None  # public | private | None
     owner_team: str | None = None
@@ -298,6 +353,9 @@ class CertInfo:
     signature_algorithm: str
     fingerprint_sha256: str
     self_signed: bool = False
+    authority_key_id: str = ""  # hex keyIdentifier of the AuthorityKeyIdentifier, "" when absent
+    curve: str | None = None  # EC keys: P-256, P-384, ... (tlspolicy.CURVE_NAMES)
+    signature_hash: str | None = None  # sha256, sha1, md5, ...; None for EdDSA
 
     def to_dict(self) -> dict:
         from datetime import datetime, timezone
@@ -310,7 +368,7 @@ class CertInfo:
                 "not_after": iso(self.not_after), "days_left": round(self.days_left, 2),
                 "key_type": self.key_type, "key_size": self.key_size,
                 "signature_algorithm": self.signature_algorithm,
-                "fingerprint_sha256": self.fingerprint_sha256}
+                "fingerprint_sha256": self.fingerprint_sha256, "curve": self.curve}
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +381,33 @@ class ChainVerdict:
     self_signed_leaf: bool
     expired: tuple[str, ...] = ()  # positions/subjects of expired certs
     not_yet_valid: tuple[str, ...] = ()
-    error: str | None = None  # the verifier's own words, when it failed
+    error: str | None = None  # why strict verification failed, in words
+    anchored: bool = False  # an OpenSSL-style path check (signatures, CA:TRUE, names) reaches an anchor
+    profile_defect: str | None = None  # anchored, but the strict profile refuses: what is wrong, in words
+    strict_cause: str | None = None  # weak_signature | weak_key | profile, when anchored but not trusted
+    path: tuple[int, ...] = ()  # indices of the served certificates on the anchored path, leaf first
+    anchor: str | None = None  # SHA-256 fingerprint of the store's anchor ending that path, if not served
+    revocable: tuple[int, ...] = ()  # positions on that path whose revocation status can be asked
+
+
+@dataclass(frozen=True, slots=True)
+class AltChain:
+    """A chain the listener serves to another kind of client than the main handshake's."""
+    clients: str  # e.g. "RSA-only clients"
+    version: str | None
+    cipher: str | None
+    chain: tuple[CertInfo, ...]
+    verdict: ChainVerdict | None
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """The revocation status of one served certificate."""
+    position: str
+    subject: str
+    status: str  # good | revoked | unknown
+    source: str  # crl | ocsp | stapled
+    detail: str = ""  # a sentence: the reason it is unknown, or the revocation date and reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +425,11 @@ class TlsTarget:
     weak_protocol: str | None = None  # the lowest protocol below tls_min_version it accepted
     connect_seconds: float | None = None
     tls_seconds: float | None = None
+    alternates: tuple[AltChain, ...] = ()  # chains other clients get (RSA-only), when they differ
+    weak_cipher: tuple[str, str] | None = None  # (suite, protocol) accepted from the weak-only offer
+    weak_dh: bool = False  # DHE with a group under 2048 bits
+    client_cert_requested: bool = False  # the server sent a CertificateRequest
+    revocation: tuple[Revocation, ...] = ()
 
     @property
     def endpoint(self) -> str:
@@ -415,3 +504,54 @@ class Report:
     tls: TlsResult
     http: HttpResult
     phases: dict[str, float] = field(default_factory=dict)  # dns, connect, tls, first_byte
+    renewal: Renewal | None = None  # the renewal state of the newest served leaf
+    caa: CaaCheck | None = None
+    notes: tuple[str, ...] = ()  # facts that are not findings (an ARI fetch that failed, a CAA not checked)
+
+
+@dataclass(frozen=True, slots=True)
+class AriWindow:
+    """The CA's suggested renewal window for one certificate (RFC 9773)."""
+    start: float  # unix seconds
+    end: float
+    url: str  # the renewalInfo URL asked
+    explanation_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """When the served leaf should have been renewed, and the thresholds it is judged by."""
+    serial: str
+    not_before: float
+    not_after: float
+    lifetime_days: float
+    thresholds_days: tuple[float, ...]  # effective, per EXPIRY_TIERS, of the soonest-expiring served certificate
+    lifetime_due: float  # not_before + (renewal_at + renewal_grace) x lifetime
+    due: float  # the earlier of lifetime_due and the CA window's start + grace
+    ari: AriWindow | None = None
+
+    def to_dict(self) -> dict:
+        from datetime import datetime, timezone
+
+        def iso(t: float) -> str:
+            return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        return {"serial": self.serial, "lifetime_days": round(self.lifetime_days, 4),
+                "thresholds_days": dict(zip(EXPIRY_TIERS, (round(t, 4) for t in self.thresholds_days))),
+                "lifetime_due": iso(self.lifetime_due), "due": iso(self.due),
+                "ari": None if self.ari is None else {"start": iso(self.ari.start), "end": iso(self.ari.end),
+                                                      "url": self.ari.url,
+                                                      "explanation_url": self.ari.explanation_url}}
+
+
+@dataclass(frozen=True, slots=True)
+class CaaCheck:
+    """The relevant CAA record set for the hostname (RFC 8659), as found."""
+    name: str  # the hostname asked about
+    found_at: str | None  # the name the relevant RRset sits at; None when there is none
+    records: tuple[tuple[int, str, str], ...] = ()  # (flags, tag, value)
+    wildcard: bool = False  # judged by issuewild
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "found_at": self.found_at, "wildcard": self.wildcard,
+                "records": [{"flags": f, "tag": t, "value": v} for f, t, v in self.records]}

@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import datetime, timezone
 from typing import Any
 
 from .idn import to_unicode
 from .model import EXIT_CODES, Report, TlsTarget
+from .renewal import span
 
 SCHEMA_VERSION = 1
 _COLOURS = {"ok": "32", "warning": "33", "critical": "31", "unknown": "35", "skipped": "90"}
@@ -32,7 +34,15 @@ def _target(t: TlsTarget) -> dict[str, Any]:
             "error": t.error, "version": t.version, "cipher": t.cipher, "alpn": t.alpn,
             "verified": v.verified if v else False, "hostname_match": v.hostname_match if v else False,
             "verify_error": v.error if v else None, "weak_protocol": t.weak_protocol,
-            "connect_seconds": t.connect_seconds, "tls_seconds": t.tls_seconds, "chain": _chain(t)}
+            "weak_cipher": t.weak_cipher[0] if t.weak_cipher else None, "weak_dh": t.weak_dh,
+            "client_cert_requested": t.client_cert_requested,
+            "connect_seconds": t.connect_seconds, "tls_seconds": t.tls_seconds, "chain": _chain(t),
+            "alternates": [{"clients": a.clients, "version": a.version, "cipher": a.cipher,
+                            "verified": a.verdict.verified if a.verdict else False,
+                            "verify_error": a.verdict.error if a.verdict else None,
+                            "chain": [c.to_dict() for c in a.chain]} for a in t.alternates],
+            "revocation": [{"position": r.position, "subject": r.subject, "status": r.status, "source": r.source,
+                            "detail": r.detail} for r in t.revocation]}
 
 
 def to_dict(r: Report) -> dict[str, Any]:
@@ -68,6 +78,9 @@ def to_dict(r: Report) -> dict[str, Any]:
                  "health": r.http.health[0].to_dict() if r.http.health else None,
                  "health_by_address": [h.to_dict() for h in r.http.health],
                  "hsts": r.http.hsts},
+        "renewal": r.renewal.to_dict() if r.renewal else None,
+        "caa": r.caa.to_dict() if r.caa else None,
+        "notes": list(r.notes),
     }
 
 
@@ -100,6 +113,7 @@ def to_text(r: Report, colour: bool = False) -> str:
         for f in layer.findings:
             lines.append(f"         {paint(f.severity, f.severity[:4])} {f.code}: {f.message}")
         lines += _details(r, layer.name)
+    lines += [f"  note:    {note}" for note in r.notes]
     return "\n".join(lines)
 
 
@@ -158,7 +172,23 @@ def _tls_lines(r: Report) -> list[str]:
             sans = ",".join(c.sans[:4]) + ("..." if len(c.sans) > 4 else "")
             out.append(f"           {c.position:<12} {c.subject}  {c.days_left:7.1f}d"
                        + (f"  SAN {sans}" if sans else "") + f"  issuer {c.issuer}")
+    return out + _renewal_lines(r)
+
+
+def _renewal_lines(r: Report) -> list[str]:
+    n = r.renewal
+    if n is None:
+        return []
+    limits = "/".join(span(t) for t in n.thresholds_days[:-1])
+    out = [f"         renewal: serial {n.serial}, {span(n.lifetime_days)} lifetime, due {_when(n.due)}; "
+           f"tiers at {limits}"]
+    if n.ari is not None:
+        out.append(f"         CA renewal window (ARI): {_when(n.ari.start)} .. {_when(n.ari.end)}")
     return out
+
+
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _http_lines(r: Report) -> list[str]:

@@ -12,6 +12,7 @@ left out an intermediate.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import os
@@ -28,10 +29,11 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa, x448, x25519
 from cryptography.x509.verification import (Criticality, DNSName, ExtensionPolicy, IPAddress,
                                             PolicyBuilder, Store)
 
+from prober import tlspolicy
 from prober.model import EXPIRY_TIERS, CertInfo, ChainVerdict
 
 T = TypeVar("T")
@@ -111,6 +113,22 @@ def _key_type_and_size(cert: x509.Certificate) -> tuple[str, int | None]:
     return type(key).__name__, None
 
 
+def _curve(cert: x509.Certificate) -> str | None:
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        return None
+    return tlspolicy.CURVE_NAMES.get(key.curve.name, key.curve.name)
+
+
+def signature_hash(cert: x509.Certificate) -> str | None:
+    """The hash of the certificate's signature, lower case ("sha1", "md5", "sha256"); None for EdDSA."""
+    oid = _safe(lambda: cert.signature_algorithm_oid.dotted_string, "")
+    if oid in tlspolicy.WEAK_SIGNATURE_OIDS:
+        return tlspolicy.WEAK_SIGNATURE_OIDS[oid]
+    algorithm = _safe(lambda: cert.signature_hash_algorithm, None)
+    return algorithm.name if algorithm is not None else None
+
+
 def _signature_algorithm(cert: x509.Certificate) -> str:
     oid = cert.signature_algorithm_oid
     name = getattr(oid, "_name", "Unknown OID")
@@ -186,7 +204,15 @@ def cert_info(cert: x509.Certificate, position: str, now: float) -> CertInfo:
         signature_algorithm=_safe(lambda: _signature_algorithm(cert), "unknown"),
         fingerprint_sha256=fingerprint(cert),
         self_signed=is_self_signed(cert),
+        authority_key_id=_safe(lambda: _aki_hex(cert), ""),
+        curve=_safe(lambda: _curve(cert), None),
+        signature_hash=_safe(lambda: signature_hash(cert), None),
     )
+
+
+def _aki_hex(cert: x509.Certificate) -> str:
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    return aki.key_identifier.hex() if aki.key_identifier else ""
 
 
 # --------------------------------------------------------------------------
@@ -261,6 +287,7 @@ class TrustStore:
     by_subject: dict[x509.Name, tuple[x509.Certificate, ...]]
     id: str  # stable across processes: a hash of the anchors' fingerprints
     ca_file: str | None = None
+    by_fingerprint: dict[str, x509.Certificate] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_certificates(cls, anchors: Sequence[x509.Certificate], ca_file: str | None = None) -> TrustStore:
@@ -273,7 +300,7 @@ class TrustStore:
                 by_subject.setdefault(subject, []).append(cert)
         store_id = hashlib.sha256("".join(sorted(unique)).encode()).hexdigest()[:16]
         return cls(Store(list(ordered)), ordered, {k: tuple(v) for k, v in by_subject.items()},
-                   store_id, ca_file)
+                   store_id, ca_file, dict(unique))
 
     @classmethod
     def load(cls, ca_file: str | None = None) -> TrustStore:
@@ -481,21 +508,190 @@ def verify_chain(chain: Sequence[x509.Certificate], hostname: str, store: TrustS
     if not chain:
         return ChainVerdict(verified=False, hostname_match=False, trusted=False, incomplete=False,
                             self_signed_leaf=False, error="the server sent no certificate")
-    error = None
+    raw = None
     try:
         _server_verify(chain, _subject_for(hostname), store, now)
         library_ok = True
     except Exception as exc:  # noqa: BLE001 - VerificationError, or ValueError for a bad name
-        library_ok, error = False, _one_line(exc)
+        library_ok, raw = False, _one_line(exc)
     hostname_match = _hostname_covered(chain[0], hostname)
-    if library_ok and not hostname_match:  # our RFC 6125 reading is stricter (e.g. "*.com")
-        error = f"no subjectAltName of the leaf covers {hostname} (RFC 6125 §6.4.3)"
     trusted = library_ok or any(_builds_to_anchor(chain, store, t) for t in _trust_times(chain, store))
+    path = anchored_path(chain, store)
     expired, not_yet_valid = _time_problems(chain, now)
-    return ChainVerdict(verified=library_ok and hostname_match, hostname_match=hostname_match,
-                        trusted=trusted, incomplete=_is_incomplete(chain, store),
-                        self_signed_leaf=is_self_signed(chain[0]), expired=expired,
-                        not_yet_valid=not_yet_valid, error=error)
+    incomplete = _is_incomplete(chain, store)
+    cause, defect = (None, None) if trusted or not path else _strict_cause(raw or "", path)
+    served = [i for c in path for i, s in enumerate(chain) if s is c]
+    anchor = fingerprint(path[-1]) if path and len(served) < len(path) else None
+    verdict = ChainVerdict(verified=library_ok and hostname_match, hostname_match=hostname_match,
+                           trusted=trusted, incomplete=incomplete, self_signed_leaf=is_self_signed(chain[0]),
+                           expired=expired, not_yet_valid=not_yet_valid, anchored=bool(path),
+                           profile_defect=defect, strict_cause=cause, path=tuple(served), anchor=anchor,
+                           revocable=_revocable(path, store))
+    if verdict.verified:
+        return verdict
+    return dataclasses.replace(verdict, error=_failure_words(verdict, chain, hostname, raw or ""))
+
+
+def _failure_words(v: ChainVerdict, chain: Sequence[x509.Certificate], hostname: str, raw: str) -> str:
+    """Why the chain does not verify, as a sentence: never the verifier's debug text."""
+    leaf = f"leaf {_short_name(chain[0])}"
+    if v.profile_defect:
+        return v.profile_defect
+    if v.strict_cause == "weak_signature":
+        return "a served certificate is signed with an algorithm browsers refuse"
+    if v.strict_cause == "weak_key":
+        return "a served certificate has a key browsers refuse"
+    if v.incomplete:
+        return f"the issuer of a served certificate ({_short_issuer(chain[-1])}) was not sent and is not a trust anchor"
+    if not v.trusted:
+        if "maximum depth" in raw or "depth" in raw.split(":")[-1]:
+            return (f"the path from the {leaf} towards a trust anchor is longer than verifiers allow "
+                    f"({len(chain)} certificates served; maximum depth exceeded)")
+        if v.self_signed_leaf:
+            return f"the {leaf} is self-signed and not in the trust store"
+        return f"no path from the {leaf} to a trust anchor: the chain ends at {_short_issuer(chain[-1])}"
+    if v.expired:
+        return f"the {v.expired[0]} has expired"
+    if v.not_yet_valid:
+        return f"the {v.not_yet_valid[0]} is not valid yet"
+    if not v.hostname_match:
+        return f"no subjectAltName of the {leaf} covers {hostname} (RFC 6125 6.4.3)"
+    return f"the chain served for {hostname} does not verify under the Web PKI profile"
+
+
+def _short_issuer(cert: x509.Certificate) -> str:
+    return _safe(lambda: cert.issuer.rfc4514_string(), "?")
+
+
+# --------------------------------------------------------------------------
+# The lenient (OpenSSL-style) path, and what the strict profile refuses on it
+# --------------------------------------------------------------------------
+def _signature_verifies(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Check cert's signature with issuer's key by hand: this also works for SHA-1 and MD5,
+    which ``verify_directly_issued_by`` refuses to consider."""
+    try:
+        key, signature, tbs = issuer.public_key(), cert.signature, cert.tbs_certificate_bytes
+        if isinstance(key, rsa.RSAPublicKey):
+            params = cert.signature_algorithm_parameters
+            key.verify(signature, tbs, params if params is not None else padding.PKCS1v15(),
+                       cert.signature_hash_algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, tbs, ec.ECDSA(cert.signature_hash_algorithm))
+        elif isinstance(key, dsa.DSAPublicKey):
+            key.verify(signature, tbs, cert.signature_hash_algorithm)
+        elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+            key.verify(signature, tbs)
+        else:
+            return False
+        return True
+    except Exception:  # noqa: BLE001 - a bad signature, an unknown algorithm, a malformed key
+        return False
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    return _safe(lambda: cert.issuer == issuer.subject, False) and _signature_verifies(cert, issuer)
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    """CA:TRUE in basicConstraints, whatever its criticality (what OpenSSL checks)."""
+    def read() -> bool:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    return _safe(read, False)
+
+
+_MAX_DEPTH = 8
+
+
+def anchored_path(chain: Sequence[x509.Certificate], store: TrustStore) -> tuple[x509.Certificate, ...]:
+    """leaf, issuer, ..., anchor: an OpenSSL-style path (names, signatures by hand, CA:TRUE),
+    ignoring time and the strict profile; () when none reaches a trust anchor."""
+    if not chain:
+        return ()
+    current, path = chain[0], [chain[0]]
+    for _ in range(_MAX_DEPTH):
+        if fingerprint(current) in store.by_fingerprint:
+            return tuple(path)  # a served anchor (or a leaf pinned in ca_file)
+        anchor = next((a for a in store.issuers_of(current) if _issued_by(current, a)), None)
+        if anchor is not None:
+            return (*path, anchor)
+        parent = next((c for c in chain[1:] if all(c is not p for p in path) and _is_ca(c)
+                       and _issued_by(current, c)), None)
+        if parent is None:
+            return ()
+        path.append(parent)
+        current = parent
+    return ()
+
+
+def path_of(chain: Sequence[x509.Certificate], verdict: ChainVerdict, store: TrustStore
+            ) -> tuple[x509.Certificate, ...]:
+    """The anchored path a verdict found, as certificates (the store's anchor last, when not served)."""
+    path = [chain[i] for i in verdict.path if i < len(chain)]
+    anchor = store.by_fingerprint.get(verdict.anchor) if verdict.anchor is not None else None
+    return tuple(path + [anchor] if path and anchor is not None else path)
+
+
+def _revocable(path: Sequence[x509.Certificate], store: TrustStore) -> tuple[int, ...]:
+    """Positions on the path of the certificates whose revocation can be asked: not an anchor,
+    issued by the next one, and naming a CRL distribution point or an OCSP responder."""
+    def names_a_source(cert: x509.Certificate) -> bool:
+        return (_ext(cert, x509.CRLDistributionPoints) is not None
+                or _ext(cert, x509.AuthorityInformationAccess) is not None)
+    return tuple(n for n, cert in enumerate(path[:-1])
+                 if fingerprint(cert) not in store.by_fingerprint and names_a_source(cert))
+
+
+def _ext(cert: x509.Certificate, kind: type) -> x509.Extension | None:
+    return _safe(lambda: cert.extensions.get_extension_for_class(kind), None)
+
+
+def _cert_defect(cert: x509.Certificate, is_ca: bool) -> str | None:
+    """The strict-profile defect of one certificate on an anchored path, in words, or None."""
+    if is_ca:
+        bc = _ext(cert, x509.BasicConstraints)
+        if bc is None:
+            return "has no basicConstraints extension"
+        if not bc.critical:
+            return "has basicConstraints not marked critical (RFC 5280 4.2.1.9 requires it in a CA certificate)"
+        ku = _ext(cert, x509.KeyUsage)
+        if ku is not None and not _safe(lambda: ku.value.key_cert_sign, True):
+            return "lacks keyCertSign in its keyUsage"
+    if not is_self_signed(cert):
+        aki = _ext(cert, x509.AuthorityKeyIdentifier)
+        if aki is None:
+            return "has no authorityKeyIdentifier"
+        if aki.critical:
+            return "has authorityKeyIdentifier marked critical"
+        if aki.value.key_identifier is None:
+            return "has an authorityKeyIdentifier without a keyIdentifier (issuer-and-serial form only)"
+    return None
+
+
+def _strict_cause(raw: str, path: Sequence[x509.Certificate]) -> tuple[str, str | None]:
+    """Why an anchored path fails the strict verifier: (cause, profile defect in words)."""
+    if "Forbidden signature algorithm" in raw or any(
+            signature_hash(c) in tlspolicy.WEAK_HASHES for c in path[:-1] if not is_self_signed(c)):
+        return "weak_signature", None
+    if "Forbidden public key" in raw:
+        return "weak_key", None
+    for index, cert in enumerate(path):
+        defect = _cert_defect(cert, is_ca=index > 0)
+        if defect is not None:
+            role = "leaf" if index == 0 else ("trust anchor" if index == len(path) - 1 else "intermediate")
+            return "profile", f"the {role} {_short_name(cert)} {defect}"
+    return "profile", _verifier_words(raw)
+
+
+def _verifier_words(raw: str) -> str:
+    """The verifier's reason for a strict-profile failure we have no own check for, in words."""
+    match = re.search(r"(\d+(?:\.\d+)+): ", raw)
+    extension = tlspolicy.EXTENSION_NAMES.get(match.group(1), f"extension {match.group(1)}") if match else None
+    reason = next((words for fragment, words in tlspolicy.VERIFIER_REASONS if fragment in raw), None)
+    if extension and reason:
+        return f"a certificate on the path to the trust anchor {reason} ({extension})"
+    if reason:
+        return f"a certificate on the path to the trust anchor {reason}"
+    return "a certificate on the path to the trust anchor breaks the Web PKI certificate profile"
 
 
 # --------------------------------------------------------------------------

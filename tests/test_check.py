@@ -53,9 +53,15 @@ def test_scenario_yields_exactly_its_findings(lab, capsys, scenario):
 
 def test_every_catalogue_code_has_a_scenario_or_a_dedicated_test():
     # DNSSEC and delegation codes need real signed zones and delegations: tests/e2e/test_dns_depth.py.
+    # CAA and stale listeners need knot and several nginx addresses: tests/e2e/test_certificate_renewal.py
     dedicated = {"dns.resolver_error", "dns.dangling_cname", "dns.dnssec_bogus", "dns.rrsig_expiring",
-                 "dns.dnssec_missing", "dns.delegation_mismatch", "dns.lame_delegation", "dns.serial_drift"}
+                 "dns.dnssec_missing", "dns.delegation_mismatch", "dns.lame_delegation", "dns.serial_drift",
+                 "dns.caa_forbids_issuer", "tls.mixed_certificates"}
     produced = {code for s in SCENARIOS for code in s.expect} | dedicated
+    # Made to happen against real nginx in tests/e2e/test_tls_catalogue.py.
+    nginx = {"tls.weak_key", "tls.weak_signature", "tls.profile_violation", "tls.revoked",
+             "tls.revocation_unknown", "tls.weak_dh", "tls.client_cert_required"}
+    produced |= nginx
     assert produced == set(CATALOGUE)
 
 
@@ -78,7 +84,7 @@ def test_healthy_report_contents(lab, capsys):
 def test_expiry_tiers_grade_severity(lab, capsys):
     _, warn = check_json(capsys, "expiring-20d.lab.test", "--config", lab.config_path)
     _, crit = check_json(capsys, "expiring-5d.lab.test", "--config", lab.config_path)
-    (w,), (c,) = warn["findings"], crit["findings"]
+    (w,), (c,) = ([f for f in doc["findings"] if f["code"] == "tls.expiring"] for doc in (warn, crit))
     assert (w["severity"], w["tier"]) == ("warning", "warning")
     assert (c["severity"], c["tier"]) == ("critical", "urgent")
 
@@ -255,14 +261,20 @@ def test_ca_file_broken_after_load_is_unknown_not_a_traceback(lab, capsys, tmp_p
     assert code == 3 and "holds no PEM certificate" in err and "Traceback" not in err
 
 
-def test_weak_protocol_is_rechecked_hourly_not_every_probe(lab, monkeypatch):
-    """In one long-running process the second (weak) handshake happens once per listener per hour."""
+from prober.layers.tls import PERIODIC_KINDS
+
+# The periodic handshakes a listener gets once per hour: weak protocol, RSA-only, weak suites, DHE.
+PERIODIC = len(PERIODIC_KINDS)
+
+
+def test_periodic_handshakes_are_made_hourly_not_every_probe(lab, monkeypatch):
+    """In one long-running process the extra handshakes happen once per listener per hour."""
     import asyncio
 
     import prober.layers.tls as tls_layer
     from prober.config import load_config
     from prober.engine import probe
-    monkeypatch.setattr(tls_layer, "_weak_seen", {})
+    monkeypatch.setattr(tls_layer, "_periodic_seen", {})
     contracts = load_config(lab.config_path).by_hostname()
     weak, strong = contracts["weak-tls.lab.test"], contracts["healthy.lab.test"]
 
@@ -273,13 +285,13 @@ def test_weak_protocol_is_rechecked_hourly_not_every_probe(lab, monkeypatch):
         return reports, server.connections - before
 
     reports, connections = probe_twice(weak)
-    assert [[f.code for f in r.findings] for r in reports] == [["tls.weak_protocol"]] * 2  # still reported
-    assert connections == 3  # two probes, one weak-protocol handshake
+    assert [sorted(f.code for f in r.findings) for r in reports] == [["tls.weak_cipher", "tls.weak_protocol"]] * 2
+    assert connections == 2 + PERIODIC  # two probes, one round of periodic handshakes
     reports, connections = probe_twice(strong)
-    assert all(r.status == "ok" for r in reports) and connections == 3  # a refusal is remembered too
+    assert all(r.status == "ok" for r in reports) and connections == 2 + PERIODIC  # refusals are remembered too
     monkeypatch.setattr(tls_layer, "WEAK_RECHECK_SECONDS", 0.0)
-    monkeypatch.setattr(tls_layer, "_weak_seen", {})
-    assert probe_twice(weak)[1] == 4  # without the cache: two handshakes per probe
+    monkeypatch.setattr(tls_layer, "_periodic_seen", {})
+    assert probe_twice(weak)[1] == 2 * (1 + PERIODIC)  # without the cache: all of them on every probe
 
 
 def test_probes_leave_no_file_descriptor_behind(lab):

@@ -278,3 +278,21 @@ def test_snapshot_lines_are_byte_for_byte_what_prometheus_client_writes(lab: dic
             assert rows.render() == rows.render_by_client(), (name, location)
     rows = snapshot_rows(_report(lab, WWW), drop=frozenset({"prober_tls_version_info"}))
     assert rows.render()[list(ENDPOINT_FAMILIES).index("prober_tls_version_info")] == b""
+
+
+def test_certificate_series_carry_bounded_key_and_signature_labels(lab: dict) -> None:
+    report = _report(lab, WWW)
+    s = _series(render_snapshot(build_snapshot(report)))
+    leaf = [l for l, _ in s["prober_tls_certificate_not_after_timestamp_seconds"] if l["position"] == "leaf"]
+    assert [(l["key_type"], l["key_bits"], l["signature_algorithm"]) for l in leaf] == [
+        ("EC", "256", "ecdsa-with-SHA256")]
+    # A hostile certificate's odd key or unnamed signature OID becomes "other", never a new value.
+    target = report.tls.targets[0]
+    odd = dataclasses.replace(target.chain[0], key_type="GOST R 34.10", key_size=1234567,
+                              signature_algorithm="1.2.643.7.1.1.3.2")
+    report = dataclasses.replace(report, tls=dataclasses.replace(
+        report.tls, targets=(dataclasses.replace(target, chain=(odd, *target.chain[1:])),)))
+    s = _series(render_snapshot(build_snapshot(report)))
+    (odd_labels,) = [l for l, _ in s["prober_tls_certificate_not_after_timestamp_seconds"] if l["position"] == "leaf"]
+    assert (odd_labels["key_type"], odd_labels["key_bits"], odd_labels["signature_algorithm"]) == (
+        "other", "other", "other")

@@ -131,9 +131,16 @@ OWN_ALERT = {
     "tls.not_yet_valid": "ProberTLSChainNotVerified",
     "tls.expired": "ProberCertificateExpiryOutage",
     "tls.expiring": "ProberCertificateExpiryUrgent",
+    "tls.renewal_overdue": "ProberCertificateRenewalWindowPassed",
     "dns.dnssec_bogus": "ProberDNSSECBogus",
     "dns.dangling_cname": "ProberDNSDanglingCNAME",
     "http.waf_blocked": "ProberHTTPWAFBlocked",
+    "tls.revoked": "ProberTLSCertificateRevoked",
+    "tls.weak_key": "ProberTLSWeakKeyOrSignature",
+    "tls.weak_signature": "ProberTLSWeakKeyOrSignature",
+    "tls.weak_cipher": "ProberTLSWeakCipherRefused",
+    "tls.weak_dh": "ProberTLSWeakCipherRefused",
+    "tls.client_cert_required": "ProberTLSClientCertificateRequired",
 }
 
 

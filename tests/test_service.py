@@ -228,6 +228,18 @@ def test_healthy_endpoint_metrics(fleet: Serve) -> None:
     assert pick(s, "prober_probe_runs_total", result="ok")[0] >= 2
 
 
+def test_periodic_handshakes_are_not_made_on_every_probe(fleet: Serve, lab: Lab) -> None:
+    """The weak-protocol, RSA-only, weak-suite and DHE handshakes: once per listener per hour, so
+    after the first probe each probe of the endpoint opens one connection, not five."""
+    server = lab.servers[API]
+    before, started = server.connections, time.monotonic()
+    until(lambda: server.connections - before >= 4 or None, 20, "four more probes of the endpoint")
+    time.sleep(1.0)
+    made, elapsed = server.connections - before, time.monotonic() - started
+    probes_at_most = elapsed / 1.0 + 2  # interval 1s, plus a probe at each edge of the window
+    assert 4 <= made <= probes_at_most, f"{made} connections in {elapsed:.1f}s"
+
+
 def test_location_label_on_every_series(fleet: Serve) -> None:
     s = fleet.metrics()
     missing = [(name, labels) for name, rows in s.items() for labels, _ in rows if labels.get("location") != "lab-1"]

@@ -200,7 +200,8 @@ def test_the_unit_runs_under_its_sandbox_on_debian_python(tmp_path: Path) -> Non
     etc_upper.mkdir()
     work.mkdir()
     driver = [sys.executable, str(VM_DIR / "drive_unit.py"), str(ROOT), str(opt_upper), str(etc_upper), str(work),
-              str(DYNAMIC_UID), service["ExecStartPre"][0], service["ExecStart"][0], "60"]
+              str(DYNAMIC_UID), service["ExecStartPre"][0], service["ExecStart"][0],
+              " ".join(a for line in service.get("Environment", []) for a in shlex.split(line)), "60"]
     done = subprocess.run(["unshare", "--net", "--fork", "--kill-child", "--", "sh", "-c",
                            'ip link set lo up && exec "$@"', "net", *driver],
                           capture_output=True, text=True, timeout=180)

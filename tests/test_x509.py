@@ -117,7 +117,7 @@ def test_expired_leaf(inter: CA, store) -> None:
     v = verdict(inter.issue([HOST], not_after=NOW_DT - timedelta(days=2)), store)
     assert not v.verified and v.hostname_match and v.trusted
     assert v.expired == (f"leaf CN={HOST}",) and v.not_yet_valid == ()
-    assert "not valid at validation time" in v.error
+    assert v.error == f"the leaf CN={HOST} has expired"
 
 
 def test_not_yet_valid_leaf(inter: CA, store) -> None:

@@ -121,14 +121,18 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key, start: datetime,
 
 
 def _leaf(subject: x509.Name, issuer: x509.Name, key: PrivateKey, signer: PrivateKey,
-          sans: Sequence[str], ip_sans: Sequence[str], start: datetime, end: datetime) -> x509.Certificate:
+          sans: Sequence[str], ip_sans: Sequence[str], start: datetime, end: datetime,
+          extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+          usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH) -> x509.Certificate:
     builder = (_builder(subject, issuer, key.public_key(), start, end, signer.public_key())
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                .add_extension(_leaf_key_usage(key), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
+               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
     names = _general_names(sans, ip_sans)
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
     return builder.sign(signer, _hash_for(signer))
 
 
@@ -179,11 +183,14 @@ class CA:
 
     @classmethod
     def root(cls, name: str = "prober test root", days: int = 3650, key: str = "ec", *,
-             not_before: datetime | None = None, not_after: datetime | None = None) -> CA:
+             not_before: datetime | None = None, not_after: datetime | None = None,
+             critical_constraints: bool = True) -> CA:
+        """A self-signed root; critical_constraints=False makes what an old openssl.cnf made
+        (basicConstraints not marked critical)."""
         private = new_key(key)
         start, end = _window(days, not_before, not_after)
         cert = (_builder(_name(name), _name(name), private.public_key(), start, end, private.public_key())
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=critical_constraints)
                 .add_extension(_CA_KEY_USAGE, critical=True)
                 .sign(private, _hash_for(private)))
         return cls(cert, private)
@@ -211,12 +218,15 @@ class CA:
 
     def issue(self, sans: Sequence[str], *, cn: str | None = None, days_valid: float = 90,
               not_before: datetime | None = None, not_after: datetime | None = None,
-              key: str = "ec", include_chain: bool = True, ip_sans: Sequence[str] = ()) -> Issued:
-        """A serverAuth leaf for `sans`; chain holds the intermediates unless include_chain=False."""
-        private = new_key(key)
+              key: str | PrivateKey = "ec", include_chain: bool = True, ip_sans: Sequence[str] = (),
+              extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+              usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH) -> Issued:
+        """A serverAuth leaf (or `usage`: clientAuth) for `sans`; chain holds the intermediates unless
+        include_chain=False.  `extensions` are (extension, critical) pairs, e.g. CRL distribution points."""
+        private = new_key(key) if isinstance(key, str) else key
         start, end = _window(days_valid, not_before, not_after)
         subject = _name(cn if cn is not None else (sans[0] if sans else "prober test leaf"))
-        cert = _leaf(subject, self.cert.subject, private, self.key, sans, ip_sans, start, end)
+        cert = _leaf(subject, self.cert.subject, private, self.key, sans, ip_sans, start, end, extensions, usage)
         return Issued(cert, private, self.intermediates() if include_chain else ())
 
     def pem(self) -> bytes:
@@ -232,9 +242,47 @@ class CA:
 
 def self_signed(sans: Sequence[str], days_valid: float = 90, *, cn: str | None = None,
                 not_before: datetime | None = None, not_after: datetime | None = None,
-                key: str = "ec", ip_sans: Sequence[str] = ()) -> Issued:
+                key: str = "ec", ip_sans: Sequence[str] = (),
+                extensions: Sequence[tuple[x509.ExtensionType, bool]] = ()) -> Issued:
     """A self-signed serverAuth leaf (not a CA): what a misconfigured server serves."""
     private = new_key(key)
     start, end = _window(days_valid, not_before, not_after)
     name = _name(cn if cn is not None else (sans[0] if sans else "prober self-signed"))
-    return Issued(_leaf(name, name, private, private, sans, ip_sans, start, end), private, ())
+    return Issued(_leaf(name, name, private, private, sans, ip_sans, start, end, extensions), private, ())
+
+
+# --------------------------------------------------------------------------
+# Certificates cryptography refuses to make: signed "by hand"
+# --------------------------------------------------------------------------
+# sha256WithRSAEncryption and the legacy algorithms of the same DER length, so the
+# algorithm identifier can be swapped in place inside the to-be-signed part.
+_SHA256_RSA = bytes.fromhex("06092a864886f70d01010b")
+_LEGACY_RSA = {"sha1": (bytes.fromhex("06092a864886f70d010105"), hashes.SHA1()),
+               "md5": (bytes.fromhex("06092a864886f70d010104"), hashes.MD5())}
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    return bytes([tag]) + _der_length(len(body)) + body
+
+
+def resign_legacy(cert: x509.Certificate, issuer_key: rsa.RSAPrivateKey, algorithm: str = "sha1") -> x509.Certificate:
+    """The same certificate re-signed with SHA-1 or MD5 by an RSA issuer (cryptography will not sign so).
+
+    `cert` must have been signed with sha256WithRSAEncryption (an RSA issuer, the default hash)."""
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    oid, digest = _LEGACY_RSA[algorithm]
+    tbs = cert.tbs_certificate_bytes
+    if tbs.count(_SHA256_RSA) != 1:
+        raise ValueError("resign_legacy needs a certificate signed with sha256WithRSAEncryption by an RSA key")
+    tbs = tbs.replace(_SHA256_RSA, oid)
+    signature = issuer_key.sign(tbs, padding.PKCS1v15(), digest)
+    algid = _der(0x30, oid + b"\x05\x00")
+    return x509.load_der_x509_certificate(_der(0x30, tbs + algid + _der(0x03, b"\x00" + signature)))

@@ -49,9 +49,10 @@ class Scenario:
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("healthy", "full chain, https redirect, HSTS, /healthz 200", (), "ok"),
-    Scenario("expiring-20d", "leaf expires in 20 days (tier warning)", ("tls.expiring",), "warning",
-             cert="days:20"),
-    Scenario("expiring-5d", "leaf expires in 5 days (tier urgent)", ("tls.expiring",), "critical", cert="days:5"),
+    Scenario("expiring-20d", "a 90-day leaf with 20 days left (tier warning), past the point where automation "
+             "renews", ("tls.expiring", "tls.renewal_overdue"), "warning", cert="days:20"),
+    Scenario("expiring-5d", "a 90-day leaf with 5 days left (tier urgent)", ("tls.expiring", "tls.renewal_overdue"),
+             "critical", cert="days:5"),
     Scenario("expired", "leaf expired two days ago", ("tls.expired",), "critical", cert="expired"),
     Scenario("not-yet-valid", "leaf valid from next week", ("tls.not_yet_valid",), "critical",
              cert="not_yet_valid"),
@@ -62,7 +63,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("self-signed", "a self-signed leaf", ("tls.untrusted",), "critical", cert="self_signed"),
     Scenario("unexpected-issuer", "issued by the lab CA, the contract expects Let's Encrypt",
              ("tls.unexpected_issuer",), "warning", contract={"tls": {"expect_issuer": "Let's Encrypt"}}),
-    Scenario("weak-tls", "still accepts TLS 1.1", ("tls.weak_protocol",), "warning", tls_min="1.0"),
+    Scenario("weak-tls", "still accepts TLS 1.1, and static-RSA suites at security level 0",
+             ("tls.weak_protocol", "tls.weak_cipher"), "warning", tls_min="1.0"),
     Scenario("tls-down", "nothing listens on the TLS port", ("tls.connect_failed",), "critical",
              tls_mode="closed"),
     Scenario("tls-garbage", "the TLS port answers garbage", ("tls.handshake_failed",), "critical",
@@ -153,7 +155,8 @@ class Lab:
         if s.cert == "good":
             return self.issuer.issue(host, days_valid=90)
         if s.cert.startswith("days:"):
-            return self.issuer.issue(host, not_before=_days(-30), not_after=_days(float(s.cert[5:])))
+            left = float(s.cert[5:])  # days left on a 90-day certificate
+            return self.issuer.issue(host, not_before=_days(left - 90), not_after=_days(left))
         return {
             "expired": lambda: self.issuer.issue(host, not_before=_days(-92), not_after=_days(-2)),
             "not_yet_valid": lambda: self.issuer.issue(host, not_before=_days(7), not_after=_days(97)),

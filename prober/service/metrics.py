@@ -24,7 +24,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from ..model import EXIT_CODES, EXPIRY_TIERS, LAYERS, Report
+from ..model import EXIT_CODES, EXPIRY_TIERS, LAYERS, CertInfo, Report
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 RESULTS: tuple[str, ...] = ("ok", "warning", "critical", "unknown")
@@ -43,7 +43,8 @@ ENDPOINT_FAMILIES: dict[str, str] = {
     "prober_probe_last_run_timestamp_seconds": "When the last probe finished (unix seconds).",
     "prober_phase_duration_seconds": "Duration of a phase of the last probe: dns, connect, tls, first_byte.",
     "prober_finding": "One series (value 1) per active finding of the last probe.",
-    "prober_expiry_threshold_days": "The contract's expiry_days per lifecycle tier.",
+    "prober_expiry_threshold_days": "Effective expiry threshold per lifecycle tier, in days, of the soonest-expiring "
+                                    "served certificate: min(expiry_days, expiry_fractions x its lifetime).",
     "prober_dns_resolver_up": "1 when the resolver answered (NOERROR or NXDOMAIN).",
     "prober_dns_resolver_rcode": "The resolver's response code (value 1).",
     "prober_dns_resolver_latency_seconds": "How long the resolver took to answer.",
@@ -57,6 +58,12 @@ ENDPOINT_FAMILIES: dict[str, str] = {
     "prober_tls_verified": "1 when every served chain verified (trust, time, hostname).",
     "prober_tls_hostname_match": "1 when every served leaf covers the hostname.",
     "prober_tls_version_info": "Negotiated TLS protocol version (value 1).",
+    "prober_tls_renewal_due_timestamp_seconds": "When the newest served leaf was due for renewal: renewal_at + "
+                                                "renewal_grace of its lifetime, or its CA's window start + grace.",
+    "prober_tls_ari_window_start_timestamp_seconds": "Start of the CA's suggested renewal window (ARI) for the "
+                                                     "newest served leaf.",
+    "prober_tls_ari_window_end_timestamp_seconds": "End of the CA's suggested renewal window (ARI) for the newest "
+                                                   "served leaf.",
 }
 
 
@@ -181,7 +188,8 @@ def _probe_rows(rows: _Rows, r: Report) -> None:
         rows.add("prober_phase_duration_seconds", seconds, phase=phase)
     for f in r.findings:
         rows.add("prober_finding", 1, code=f.code, severity=f.severity, layer=f.layer)
-    for tier, days in zip(EXPIRY_TIERS, e.expiry_days):
+    limits = r.renewal.thresholds_days if r.renewal is not None else e.expiry_days
+    for tier, days in zip(EXPIRY_TIERS, limits):
         rows.add("prober_expiry_threshold_days", days, tier=tier)
 
 
@@ -203,23 +211,44 @@ def _dns_rows(rows: _Rows, r: Report) -> None:
             rows.add("prober_dns_zone_serial", server.serial, zone=checked.zone, server=server.name)
 
 
+# Label values from served certificates, kept to known values so a hostile certificate cannot
+# grow the label space: anything else is "other".
+_KEY_TYPES = frozenset({"RSA", "RSA-PSS", "EC", "Ed25519", "Ed448", "DSA"})
+_KEY_BITS = frozenset({512, 768, 1024, 1536, 2048, 3072, 4096, 8192, 192, 224, 256, 384, 521, 456})
+
+
+def _key_labels(c: CertInfo) -> dict[str, str]:
+    key_type = c.key_type if c.key_type in _KEY_TYPES else "other"
+    bits = str(c.key_size) if c.key_size in _KEY_BITS else "other"
+    signature = c.signature_algorithm if not c.signature_algorithm[:1].isdigit() else "other"
+    return {"key_type": key_type, "key_bits": bits, "signature_algorithm": signature[:40]}
+
+
 def _tls_rows(rows: _Rows, r: Report) -> None:
-    """Certificates of every completed handshake, verified or not; absent when none completed."""
+    """Certificates of every completed handshake, verified or not; absent when none completed.
+    The chains other clients get (RSA-only) count as served certificates too."""
     shaken = [t for t in r.tls.targets if t.handshake]
     if not shaken:
         return
+    chains = [c for t in shaken for c in (*t.chain, *(c for alt in t.alternates for c in alt.chain))]
+    for c in chains:
+        cert = {"position": c.position, "subject": c.subject, "issuer": c.issuer, "serial": c.serial,
+                **_key_labels(c)}
+        rows.add("prober_tls_certificate_not_after_timestamp_seconds", c.not_after, **cert)
+        rows.add("prober_tls_certificate_not_before_timestamp_seconds", c.not_before, **cert)
     for target in shaken:
-        for c in target.chain:
-            cert = {"position": c.position, "subject": c.subject, "issuer": c.issuer, "serial": c.serial}
-            rows.add("prober_tls_certificate_not_after_timestamp_seconds", c.not_after, **cert)
-            rows.add("prober_tls_certificate_not_before_timestamp_seconds", c.not_before, **cert)
         if target.version:
             rows.add("prober_tls_version_info", 1, version=target.version)
-    not_after = [c.not_after for t in shaken for c in t.chain]
+    not_after = [c.not_after for c in chains]
     if not_after:
         rows.add("prober_tls_earliest_expiry_timestamp_seconds", min(not_after))
     rows.add("prober_tls_verified", 1 if all(t.verdict and t.verdict.verified for t in shaken) else 0)
     rows.add("prober_tls_hostname_match", 1 if all(t.verdict and t.verdict.hostname_match for t in shaken) else 0)
+    if r.renewal is not None:
+        rows.add("prober_tls_renewal_due_timestamp_seconds", r.renewal.due)
+        if r.renewal.ari is not None:
+            rows.add("prober_tls_ari_window_start_timestamp_seconds", r.renewal.ari.start)
+            rows.add("prober_tls_ari_window_end_timestamp_seconds", r.renewal.ari.end)
 
 
 class SnapshotStore:

@@ -28,13 +28,13 @@ TTL = 3600  # long, so a resolver that cached the old answer keeps it for the wh
 
 
 # ----------------------------------------------------------------------- knot
-def zone_text(serial: int, ns_address: str, records: dict[str, str], ttl: int) -> str:
-    """The zone file: SOA, NS, and one A record per name (relative to the zone)."""
+def zone_text(serial: int, ns_address: str, records: dict[str, str], ttl: int, extra: tuple[str, ...] = ()) -> str:
+    """The zone file: SOA, NS, one A record per name (relative to the zone), then any extra lines."""
     lines = [f"$ORIGIN {ZONE}.", f"$TTL {ttl}",
              f"@ SOA ns.{ZONE}. hostmaster.{ZONE}. {serial} 3600 600 86400 60",
              "@ NS ns", f"ns A {ns_address}"]
     lines += [f"{name} {ttl} A {address}" for name, address in sorted(records.items())]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *extra]) + "\n"
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Knot:
     ttl: int
     records: dict[str, str]
     serial: int = 1
+    extra: tuple[str, ...] = ()  # more zone lines (CAA, a second A record)
 
     @property
     def target(self) -> str:
@@ -57,7 +58,7 @@ class Knot:
         """Point NAME at ADDRESS: rewrite the zone file with a bumped serial, reload, wait until served."""
         self.records[name] = address
         self.serial += 1
-        self.zone_file.write_text(zone_text(self.serial, self.address, self.records, self.ttl))
+        self.zone_file.write_text(zone_text(self.serial, self.address, self.records, self.ttl, self.extra))
         run([tool("knotc"), "-s", self.control, "-b", "zone-reload", f"{ZONE}."])
         wait_for(f"knot to serve serial {self.serial}", lambda: self.soa_serial() == self.serial, 10, 0.1)
 
@@ -102,13 +103,14 @@ zone:
     return conf
 
 
-def start_knot(workdir: Path, address: str, port: int, records: dict[str, str], ttl: int) -> Knot:
+def start_knot(workdir: Path, address: str, port: int, records: dict[str, str], ttl: int,
+               extra: tuple[str, ...] = ()) -> Knot:
     conf = knot_conf(workdir, address, port, [ZONE])
     control = workdir / "knot.sock"
     zone_file = workdir / "zones" / f"{ZONE}.zone"
-    zone_file.write_text(zone_text(1, address, records, ttl))
+    zone_file.write_text(zone_text(1, address, records, ttl, extra))
     knot = Knot(Service("knotd", [tool("knotd"), "-c", conf], workdir), address, port, control, zone_file,
-                ttl, dict(records))
+                ttl, dict(records), extra=extra)
     knot.service.start(lambda: tcp_open(address, port) and control.exists())
     wait_for("knot to load the zone", lambda: knot.soa_serial() == 1, 10, 0.1)
     return knot

@@ -19,6 +19,7 @@ import yaml
 
 from harness import CheckRun, Service, free_port, prober_check, tcp_open, tool
 from prober.lab.dnsserver import DnsServer
+from prober.lab.catalogue import MODERN_CIPHERS
 from prober.lab.pki import CA
 from prober.lab.runner import LabLoop
 from prober.lab.webserver import PlainHttpServer
@@ -186,6 +187,7 @@ events {{ worker_connections 128; }}
 http {{
     access_log off;
 {temp}    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers {MODERN_CIPHERS};
     server {{
         listen {self.address}:{self.http_port} default_server;
         return 301 https://$host:{self.tls_port}$request_uri;

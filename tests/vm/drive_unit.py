@@ -1,7 +1,7 @@
 """Inside a network namespace of its own (loopback only): the lab, the unit's command lines run by
 hardened.sh, and a scrape of the service, as Prometheus would.  Prints one JSON document.
 
-    drive_unit.py REPO OPT_UPPER ETC_UPPER WORK UID EXECSTARTPRE EXECSTART SECONDS
+    drive_unit.py REPO OPT_UPPER ETC_UPPER WORK UID EXECSTARTPRE EXECSTART ENVIRONMENT SECONDS
 
 Run by tests/test_vm_deploy.py; every address here is on this namespace's loopback.
 """
@@ -60,7 +60,7 @@ def _observe(pid: int) -> dict[str, object]:
 
 
 def main() -> int:
-    repo, opt_upper, etc_upper, work, uid, pre, start, seconds = sys.argv[1:9]
+    repo, opt_upper, etc_upper, work, uid, pre, start, environment, seconds = sys.argv[1:10]
     sys.path.insert(0, repo)
     from prober.lab.scenarios import SCENARIOS, Lab
 
@@ -76,7 +76,7 @@ def main() -> int:
         for path in (config_dir, *config_dir.iterdir()):
             path.chmod(0o755 if path.is_dir() else 0o644)
         service = subprocess.Popen(["bash", f"{repo}/tests/vm/hardened.sh", opt_upper, etc_upper, work, uid, pre,
-                                    start], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                    start, environment], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             deadline = time.monotonic() + float(seconds)
             metrics = None

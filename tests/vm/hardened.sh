@@ -6,17 +6,19 @@
 # namespace of its own (loopback only, so --listen 0.0.0.0:9716 is private)
 # where the lab already runs.
 #
-#   hardened.sh OPT_UPPER ETC_UPPER WORK UID "EXECSTARTPRE" "EXECSTART"
+#   hardened.sh OPT_UPPER ETC_UPPER WORK UID "EXECSTARTPRE" "EXECSTART" "ENVIRONMENT"
 #
+# ENVIRONMENT is the unit's Environment= assignments, space-separated.
 # OPT_UPPER and ETC_UPPER are overlay upper directories holding opt/prober (the
 # venv) and etc/prober (probes.yaml), so the unit's own paths /opt/prober and
 # /etc/prober exist in this mount namespace only.  Prints the service's output.
 set -euo pipefail
-opt_upper=$1 etc_upper=$2 work=$3 uid=$4 pre=$5 start=$6
+opt_upper=$1 etc_upper=$2 work=$3 uid=$4 pre=$5 start=$6 environment=$7
 
 # The service's own mount namespace: what the unit's options make of the file system.
 exec unshare --mount --propagation private --pid --fork -- bash -euo pipefail -c '
   opt_upper=$1 etc_upper=$2 work=$3 uid=$4 pre=$5 start=$6
+  read -ra environment <<< "$7"
   mkdir -p "$work/opt" "$work/etc"
   mount -t overlay overlay -o "lowerdir=/opt,upperdir=$opt_upper,workdir=$work/opt" /opt
   mount -t overlay overlay -o "lowerdir=/etc,upperdir=$etc_upper,workdir=$work/etc" /etc
@@ -39,9 +41,9 @@ exec unshare --mount --propagation private --pid --fork -- bash -euo pipefail -c
   # NoNewPrivileges=yes and empty CapabilityBoundingSet= / AmbientCapabilities=.
   umask 0077
   exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin LANG=C.UTF-8 \
-      PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PROBER_WORKERS=1 PROBER_OPTS="--location dc1" \
+      "${environment[@]}" PROBER_OPTS="--location dc1" \
     prlimit --nofile=16384:16384 -- \
     setpriv --reuid="$uid" --regid="$uid" --clear-groups --no-new-privs \
       --inh-caps=-all --ambient-caps=-all --bounding-set=-all -- \
     sh -c "$pre && exec $start"
-' hardened "$opt_upper" "$etc_upper" "$work" "$uid" "$pre" "$start"
+' hardened "$opt_upper" "$etc_upper" "$work" "$uid" "$pre" "$start" "$environment"
