@@ -122,7 +122,7 @@ async def _soa(name: str, address: str, zone: str, deadline: float, port: int, a
             return ServerCheck(name, address, "UNKNOWN")
         return ServerCheck(name, address, "TIMEOUT", problem=f"does not answer within {remaining:.1f} s")
     except _FAILURES as exc:
-        return ServerCheck(name, address, "ERROR", problem=f"fails: {str(exc)[:120] or type(exc).__name__}")
+        return ServerCheck(name, address, "ERROR", problem=f"fails: {_why(exc)}")
     rcode = dns.rcode.to_text(soa.rcode())
     record = soa.get_rrset(soa.answer, dns.name.from_text(zone), dns.rdataclass.IN, dns.rdatatype.SOA)
     aa = bool(soa.flags & dns.flags.AA)
@@ -177,3 +177,9 @@ async def _parent(zone: str, deadline: float, port: int, ask_server: AskServer, 
                 return parent, tuple(sorted(_text(r.target) for r in rrset)), None
         return parent, None, f"the parent {parent} gave no delegation for {zone} ({dns.rcode.to_text(reply.rcode())})"
     return parent, None, f"no server of the parent zone {parent} answered"
+
+
+def _why(exc: Exception) -> str:
+    """An OSError's own words without the "[Errno N]" prefix; a DNS server, not a resolver."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return (text.replace("the resolver's port", "its DNS port")[:120]) or type(exc).__name__

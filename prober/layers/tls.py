@@ -604,7 +604,8 @@ def _judge_chain(endpoint: Endpoint, t: TlsTarget, where: str) -> list[Finding]:
         if names:
             covers = f"covers only {', '.join(names[:5])}"
         else:
-            covers = f"names no host in its subjectAltName (subject {leaf.subject}; clients ignore the CN)"
+            subject = leaf.subject if leaf.subject.isprintable() else ascii(leaf.subject)
+            covers = f"names no host in its subjectAltName (subject {subject}; clients ignore the CN)"
         out.append(_finding(endpoint, "tls.hostname_mismatch",
                             f"the certificate served for {host} {covers} {where}; "
                             "check the listener's certificate binding", t.endpoint))

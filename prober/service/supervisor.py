@@ -266,42 +266,35 @@ class Supervisor:
                 w.link.close()
 
     # ------------------------------------------------- ServiceApi (HTTP threads)
-    def metrics(self) -> bytes:
-        parts = []
+    def _ask_all(self, command: str, what: str) -> list:
+        """Every running worker's answer to a command; a worker that cannot answer is left out (down)."""
+        answers = []
         with self._view:
             asked = []
             for w in self._workers:
                 if w.running():
                     try:
-                        asked.append((w, w.link.submit("metrics")))  # type: ignore[union-attr]
+                        asked.append((w, w.link.submit(command)))  # type: ignore[union-attr]
                         continue
                     except LinkClosed:
                         pass
                 self._up[w.index].set(0)  # gone before the supervision pass noticed
             for w, future in asked:
                 try:
-                    parts.append(wait(future, SCRAPE_WAIT))
+                    answers.append(wait(future, SCRAPE_WAIT))
                 except (LinkClosed, RemoteError, TimeoutError) as err:
                     self._up[w.index].set(0)
-                    log.warning("worker %d left out of this scrape: %s", w.index, _why(err))
+                    log.warning("worker %d left out of %s: %s", w.index, what, _why(err))
+        return answers
+
+    def metrics(self) -> bytes:
+        parts = self._ask_all("metrics", "this scrape")  # first: it sets prober_worker_up of a silent worker
         return join_expositions([generate_latest(self.registry), *parts])
 
     def overview(self) -> list[Row]:
         """Every endpoint in force with its worker's latest report; pending while that worker restarts."""
-        latest: dict[str, Report | None] = {}
-        with self._view:
-            asked = []
-            for w in self._workers:
-                if w.running():
-                    try:
-                        asked.append((w, w.link.submit("overview")))  # type: ignore[union-attr]
-                    except LinkClosed:
-                        pass
-            for w, future in asked:
-                try:
-                    latest.update((row.endpoint.hostname, row.report) for row in wait(future, SCRAPE_WAIT))
-                except (LinkClosed, RemoteError, TimeoutError) as err:
-                    log.warning("worker %d left out of the status page: %s", w.index, _why(err))
+        latest: dict[str, Report | None] = {row.endpoint.hostname: row.report
+                                            for rows in self._ask_all("overview", "the status page") for row in rows}
         return [Row(e, latest.get(h)) for h, e in self._endpoints.items()]
 
     def is_configured(self, hostname: str) -> bool:
