@@ -21,6 +21,7 @@ import pytest
 
 from prober.cli import build_parser
 from prober.lab.scenarios import Lab
+from waiting import sigint_default
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": ""}
@@ -135,7 +136,8 @@ def test_ctrl_c_exits_3_with_one_line():
         port = silent.getsockname()[1]
         proc = subprocess.Popen([*PROBER, "check", "slow.lab.test", "--resolver", f"127.0.0.1:{port}",
                                  "--authoritative", "off", "--timeout", "60s"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                                preexec_fn=sigint_default)
         silent.settimeout(30)
         silent.recvfrom(512)  # the probe is under way once its first query arrives
         proc.send_signal(signal.SIGINT)

@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from prober.lab.scenarios import DEMO
+from waiting import sigint_default
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 DEMO_HOSTS = {f"{name}.lab.test" for name in DEMO}
@@ -85,7 +86,8 @@ def test_a_busy_listen_port_fails_before_anything_is_printed(tmp_path):
 
 def _start(tmp: Path, port: int) -> tuple[subprocess.Popen, list[str]]:
     proc = subprocess.Popen([sys.executable, "-m", "prober.cli", "demo", "--listen", f"127.0.0.1:{port}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp),
+                            preexec_fn=sigint_default)
     lines: list[str] = []
     while not lines or not lines[-1].startswith("serving"):
         line = proc.stdout.readline()
@@ -130,7 +132,8 @@ def test_demo_serves_a_complete_first_round_and_cleans_up_on_a_signal(tmp_path, 
 
 def test_ctrl_c_while_the_lab_starts_still_removes_it(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "prober.cli", "demo", "--listen", f"127.0.0.1:{_free_port()}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
+                            preexec_fn=sigint_default)
     try:
         assert proc.stdout.readline().startswith("prober demo:")  # the lab is up, its first round under way
         proc.send_signal(signal.SIGINT)

@@ -20,3 +20,14 @@ def wait_for(what: str, condition: Callable[[], T | None], timeout: float, inter
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g}s waiting for {what}", pytrace=False)
         time.sleep(interval)
+
+
+def sigint_default() -> None:
+    """preexec_fn for a child that a test interrupts with SIGINT, as Ctrl-C would.
+
+    A non-interactive shell starts its background jobs with SIGINT ignored, and the ignore is
+    inherited through exec: a test suite run that way (as CI may be) would send a Ctrl-C the
+    child never sees.  A terminal's foreground job has it at its default.
+    """
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -77,6 +77,44 @@ async def _round(path: str) -> list:
     return list(await asyncio.gather(*(probe(e) for e in load_config(path).endpoints)))
 
 
+def _first_round(path: str) -> list:
+    """One round of probes, where Ctrl-C or SIGTERM cancels the round instead of striking inside asyncio.
+
+    While it runs, the two signals only note themselves and cancel the round: raised as
+    KeyboardInterrupt at an arbitrary point, they could leave a half-built event loop for the
+    garbage collector (and a traceback on exit).
+    """
+    running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task]] = []
+    stopped: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        stopped.append(signum)
+        for loop, task in running:
+            loop.call_soon_threadsafe(task.cancel)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    loop = None
+    try:
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(_round(path))
+        running.append((loop, task))
+        if stopped:
+            task.cancel()
+        try:
+            return loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            raise KeyboardInterrupt from None
+        finally:
+            if not task.done():
+                task.cancel()
+                loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if loop is not None:
+            loop.close()
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwinds through the lab's cleanup, as Ctrl-C does
 
@@ -109,7 +147,7 @@ def _run(args: argparse.Namespace, lab: Lab, host: str, port: int, count: int) -
     dns = lab.resolvers
     print(f"prober demo: {count} endpoints on loopback\nDNS at 127.0.0.1:{dns['internal'].port} (internal), "
           f":{dns['public'].port} (public), :{dns['authoritative'].port} (authoritative)\n", flush=True)
-    print(verdict_table(asyncio.run(_round(path)), colour=use_colour(getattr(args, "color", "never"))))
+    print(verdict_table(_first_round(path), colour=use_colour(getattr(args, "color", "never"))))
     if args.once:
         print("\nthe lab is gone now; `prober demo` without --once keeps it serving:\n"
               "a status page, /metrics, and a config for `prober check`", flush=True)

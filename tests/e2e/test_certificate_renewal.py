@@ -25,6 +25,7 @@ import yaml
 from harness import (STARTED, Service, free_port, guard_violations, prober_argv, prober_check, prober_env,
                      stop_since, tcp_open, tool, wait_for)
 from prober.lab.ari import AriResponder, certificate_id
+from prober.lab.catalogue import MODERN_CIPHERS
 from prober.lab.pki import CA, Issued
 from rulecopies import fast_copy
 from servers import start_knot, start_prober_serve, start_prometheus
@@ -201,6 +202,7 @@ http {{
     access_log off;
 {temp}
     ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers {MODERN_CIPHERS};  # nginx's default still takes CBC-SHA1 suites (tls.weak_cipher)
 {''.join(blocks)}
 }}
 """
