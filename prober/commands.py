@@ -129,7 +129,8 @@ def endpoints_for(args: argparse.Namespace) -> list[Endpoint]:
 
 
 async def _probe_all(endpoints: list[Endpoint]):
-    from .engine import probe
+    from .engine import probe, quiet_abandoned_connections
+    quiet_abandoned_connections(asyncio.get_running_loop())
     return await asyncio.gather(*(probe(e) for e in endpoints))
 
 

@@ -43,6 +43,21 @@ async def _dns(endpoint: Endpoint, deadline: float) -> tuple[DnsResult, LayerRes
     return result, _layer("dns", started, findings)
 
 
+def quiet_abandoned_connections(loop: asyncio.AbstractEventLoop) -> None:
+    """Keep a connection error nobody could retrieve out of the log; pass every other one on.
+
+    A handshake the probe gave up on (its deadline, or the service stopping) can still fail inside
+    asyncio's start_tls afterwards, on a future that asyncio itself leaves behind: "Future exception
+    was never retrieved" with a reset connection.  That connection was already abandoned.
+    """
+    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if (context.get("message") == "Future exception was never retrieved"
+                and isinstance(context.get("exception"), OSError)):  # ssl.SSLError included
+            return
+        loop.default_exception_handler(context)
+    loop.set_exception_handler(handler)
+
+
 async def _run(endpoint: Endpoint, started_wall: float, started: float) -> Report:
     timeout = endpoint.timeout
     dns_result, dns_layer = await _dns(endpoint, started + timeout * DNS_SHARE)

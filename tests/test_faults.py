@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from prober import ari, caa, delegation, revocation, x509
 from prober.layers.tls import PERIODIC_KINDS
 from prober.engine import HARD_STOP_GRACE, probe
 from prober.lab.dnsserver import DnsServer
@@ -563,9 +564,27 @@ async def _one_by_one(endpoints: list[Endpoint]) -> list[Report]:
     return [await probe(e) for e in endpoints]
 
 
+def _refresh_caches(kit: Kit, case: Case) -> None:
+    """Empty the prober's time-bound caches (zone servers, delegation, periodic handshakes, CAA, ARI,
+    revocation, verdicts), then fill them again with one unmeasured probe of the fault.
+
+    An entry that an earlier test left would expire by the clock at some point of a long run; if
+    that fell inside the measurement, its refill would count as memory the fault retained.
+    """
+    dns_layer._zone_cache.clear()
+    delegation._checked.clear()
+    tls_layer._periodic_seen.clear()
+    for module in (x509, revocation, caa, ari):
+        module.cache_clear()
+    warm = [case.build(kit)[0]]
+    asyncio.run((_one_by_one if case.sequential else _gather)(warm))
+    kit.release()
+
+
 def _repeat(kit: Kit, case: Case) -> Leftovers:
     """Probe REPEATS fresh copies of the fault; what stays allocated once they are gone."""
     kit.release()
+    _refresh_caches(kit, case)
     gc.collect()
     fds = _open_fds()
     endpoints = [case.build(kit)[0] for _ in range(REPEATS)]
@@ -649,3 +668,20 @@ def test_fault(kit: Kit, name: str, network_guard: list[str], dialled: list[Any]
         assert network_guard == []
     finally:
         kit.release()
+
+
+def test_an_abandoned_connections_error_is_not_logged_and_other_errors_are(caplog) -> None:
+    """A handshake future asyncio leaves behind after a cancelled probe fails with a reset; nobody
+    can retrieve it.  The service's loops keep that out of the log, and only that."""
+    from prober.engine import quiet_abandoned_connections
+
+    async def leave_behind() -> None:
+        loop = asyncio.get_running_loop()
+        quiet_abandoned_connections(loop)
+        for exc in (ConnectionResetError(), ssl.SSLError("handshake"), ValueError("a real bug")):
+            loop.create_future().set_exception(exc)  # dropped unretrieved at once
+        gc.collect()
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio.run(leave_behind())
+    logged = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert len(logged) == 1 and "a real bug" in logged[0] + str(caplog.records[-1].exc_info)

@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 
 from ..config import ConfigError, load_config
-from ..engine import probe
+from ..engine import probe, quiet_abandoned_connections
 from ..model import Config
 from ..shard import in_shard, parse_shard
 from .metrics import OPTIONAL_FAMILIES, SelfMetrics, Snapshot, SnapshotStore, endpoint_exposition
@@ -303,6 +303,7 @@ def open_web(options: Options, api: ServiceApi) -> WebServer:
 
 async def _serve(options: Options) -> int:
     loop = asyncio.get_running_loop()
+    quiet_abandoned_connections(loop)
     disable_created_metrics()  # *_created series would double the self-metrics for no alert's use
     registry = CollectorRegistry(auto_describe=False)
     metrics = SelfMetrics(registry, options.location)

@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from ..engine import probe
+from ..engine import probe, quiet_abandoned_connections
 from ..model import Endpoint
 from .app import GRACE_SECONDS, RELOAD_WAIT, EXIT_OK, Options, Service, settle_heap
 from .link import Server
@@ -80,6 +80,7 @@ class _Staging:
 
 async def work(options: Options, index: int, count: int, fd: int) -> int:
     loop = asyncio.get_running_loop()
+    quiet_abandoned_connections(loop)
     disable_created_metrics()
     registry = CollectorRegistry(auto_describe=False)
     metrics = SelfMetrics(registry, options.location, worker=str(index))
