@@ -74,6 +74,10 @@ VERIFIER_REASONS: tuple[tuple[str, str], ...] = (
 # 4.2 (no NULL, anonymous, export, RC4, 3DES; prefer forward secrecy), RFC 9325 4.1, NIST
 # SP 800-52r2 3.3.1; Logjam (weakdh.org, 2015) for DHE groups under 2048 bits.
 # --------------------------------------------------------------------------
+# The main handshake's offer: CPython's own default suites and TLS 1.2 floor, set explicitly
+# because distribution builds of Python inherit OpenSSL's system defaults instead, which still
+# offer static RSA, CBC-SHA1 and TLS 1.0; the verdict must not depend on how Python was built.
+CLIENT_CIPHERS = "@SECLEVEL=2:ECDH+AESGCM:ECDH+CHACHA20:ECDH+AES:DHE+AES:!aNULL:!eNULL:!aDSS:!SHA1:!AESCCM"
 WEAK_CIPHERS = "kRSA:3DES:NULL:aNULL:eNULL:SHA1:RC4:EXPORT:@SECLEVEL=0"
 # What a suite's name says about why it is weak, checked in order.
 WEAK_CIPHER_REASONS: tuple[tuple[str, str], ...] = (

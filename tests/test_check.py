@@ -313,3 +313,21 @@ def test_probes_leave_no_file_descriptor_behind(lab):
         return len(os.listdir("/proc/self/fd")) - before
 
     assert asyncio.run(leftover()) <= 2  # the lab servers' own accept churn, not several per probe
+
+
+def test_main_handshake_offer_does_not_depend_on_how_python_was_built():
+    """Distribution builds of Python inherit OpenSSL's system defaults (TLS 1.0, static RSA, CBC-SHA1);
+    the main handshake sets CPython's own floor and suites, so a verdict is the same on every build."""
+    import ssl
+
+    from prober.layers.tls import _error_text, probe_context
+
+    ctx = probe_context()
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    names = {c["name"] for c in ctx.get_ciphers()}
+    assert "TLS_AES_128_GCM_SHA256" in names and "ECDHE-RSA-AES128-GCM-SHA256" in names
+    assert not {n for n in names if n.endswith("-SHA") or n.startswith(("AES", "DES", "PSK", "RSA-PSK"))}
+    # an ssl.SSLError without a reason code, as some OpenSSL paths raise it, still reads as words
+    text = _error_text(ssl.SSLError(1, "[SSL] legacy sigalg disallowed or unsupported (_ssl.c:992)"))
+    assert "[SSL" not in text and "_ssl.c" not in text
+    assert "signature algorithm this client refuses" in text

@@ -31,11 +31,9 @@ import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-_MODERN_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
-                   "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
-
 import h11
 
+from prober.lab.catalogue import MODERN_CIPHERS
 from prober.lab.runner import TcpService, hostport
 
 # Modes that act before TLS (or before HTTP, on the plain server).
@@ -271,7 +269,7 @@ class TlsHttpServer(_HttpServer):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         # Modern suites only: some OpenSSL builds' defaults (Debian 12's) still take CBC-SHA1,
         # which the prober reports as tls.weak_cipher on every lab endpoint.
-        ctx.set_ciphers(_MODERN_CIPHERS)
+        ctx.set_ciphers(MODERN_CIPHERS)
         try:
             ctx.load_cert_chain(certfile, keyfile)
         except (OSError, ssl.SSLError) as e:

@@ -11,6 +11,7 @@ import asyncio
 import asyncio.sslproto
 import dataclasses
 import errno
+import re
 import ssl
 import time
 import warnings
@@ -119,6 +120,8 @@ def _base_context() -> ssl.SSLContext:
 def probe_context(client_cert: ClientCert | None = None) -> ssl.SSLContext:
     """The context of the main handshake: accepts any certificate, never resumes; one per client certificate."""
     ctx = _base_context()
+    ctx.set_ciphers(tlspolicy.CLIENT_CIPHERS)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(["http/1.1"])
     if client_cert is not None:
         ctx.load_cert_chain(client_cert.cert_file, client_cert.key_file)
@@ -191,7 +194,11 @@ _SSL_REASONS = {
     "UNEXPECTED_EOF_WHILE_READING": "the server closed the connection during the handshake",
     "TLSV1_UNRECOGNIZED_NAME": "the server does not serve this name (SNI)",
     "TLSV1_ALERT_INTERNAL_ERROR": "the server reported an internal error",
+    "LEGACY_SIGALG_DISALLOWED_OR_UNSUPPORTED": "the server signed the handshake with a signature algorithm "
+                                               "this client refuses (MD5-SHA1 or SHA-1)",
 }
+# What an ssl.SSLError without a reason code prints around OpenSSL's text: "[SSL] ... (_ssl.c:992)".
+_SSL_WRAPPING = re.compile(r"^\[[A-Z_]+\]\s*|\s*\(_ssl\.c:\d+\)$")
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -210,7 +217,11 @@ def _error_text(exc: BaseException) -> str:
         if isinstance(candidate, OSError) and candidate.errno in _ERRNO_TEXT:
             return _ERRNO_TEXT[candidate.errno]
         if isinstance(candidate, ssl.SSLError):
-            reason = str(candidate.reason or candidate).splitlines()[0][:120]
+            code = getattr(candidate, "reason", None)
+            reason = _SSL_WRAPPING.sub("", str(code or candidate).splitlines()[0])[:120]
+            coded = reason.upper().replace(" ", "_")  # OpenSSL's text without its code: the code's form
+            if not code and coded in _SSL_REASONS:
+                reason = coded
             words = _SSL_REASONS.get(reason)
             return f"TLS error: {words} ({reason})" if words else f"TLS error: {reason}"
     if isinstance(exc, ExceptionGroup) and exc.exceptions:
