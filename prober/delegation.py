@@ -28,6 +28,12 @@ LAME_AFTER_SECONDS = 1.0  # a server silent for less than this ran out of our bu
 _CACHE_MAX = 4096
 _checked: dict[tuple[str, str], tuple[float, Delegation]] = {}
 
+
+def cache_clear() -> None:
+    """Forget every zone's delegation check (each is made again on the zone's next probe)."""
+    _checked.clear()
+
+
 # (qname, rdtype) -> a resolver's reply, or None
 FirstAnswer = Callable[[dns.name.Name, int], Awaitable[dns.message.Message | None]]
 # (qname, rdtype, address, port, timeout) -> the reply to an RD=0 query; raises on failure

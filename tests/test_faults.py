@@ -573,10 +573,7 @@ def _refresh_caches(kit: Kit, case: Case) -> None:
     An entry that an earlier test left would expire by the clock at some point of a long run; if
     that fell inside the measurement, its refill would count as memory the fault retained.
     """
-    dns_layer._zone_cache.clear()
-    delegation._checked.clear()
-    tls_layer._periodic_seen.clear()
-    for module in (x509, revocation, caa, ari):
+    for module in (dns_layer, delegation, tls_layer, x509, revocation, caa, ari):
         module.cache_clear()
     warm = [case.build(kit)[0]]
     asyncio.run((_one_by_one if case.sequential else _gather)(warm))

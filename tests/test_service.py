@@ -224,6 +224,8 @@ def test_healthy_endpoint_metrics(fleet: Serve) -> None:
     assert len(pick(s, "prober_tls_certificate_not_after_timestamp_seconds", hostname=WWW)) == 2
     assert pick(s, "prober_dns_resolver_up", hostname=WWW) == [1]
     assert pick(s, "prober_endpoints_configured") == [6]
+    assert pick(s, "prober_concurrency_limit") == [256]  # six endpoints never starve the loop
+    assert 0 <= pick(s, "prober_event_loop_late_seconds")[0] < 0.25
     assert pick(s, "prober_config_last_reload_successful") == [1]
     assert pick(s, "prober_probe_runs_total", result="ok")[0] >= 2
 

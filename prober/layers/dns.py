@@ -369,6 +369,13 @@ async def ask(udp: UdpExchange, hostname: str, spec: ResolverSpec, deadline: flo
 
 # ---------------------------------------------------------------- authoritative
 _zone_cache: dict[tuple[str, str], tuple[float, str, tuple[ResolverSpec, ...], tuple[str, ...]]] = {}
+
+
+def cache_clear() -> None:
+    """Forget every zone's servers (they are looked up again on the next probe)."""
+    _zone_cache.clear()
+
+
 _ZONE_CACHE_MAX = 65536
 
 

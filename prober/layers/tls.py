@@ -299,6 +299,11 @@ _PERIODIC_MAX = 65536
 _periodic_seen: dict[tuple, tuple[float, object]] = {}
 
 
+def cache_clear() -> None:
+    """Forget every listener's periodic handshakes (they are made again on its next probe)."""
+    _periodic_seen.clear()
+
+
 async def _periodic(key: tuple, attempt: Callable[[], Awaitable[tuple[bool, T]]]) -> T:
     """attempt() -> (definite, value), asked at most once per WEAK_RECHECK_SECONDS per key."""
     seen = _periodic_seen.get(key)

@@ -328,6 +328,12 @@ class SelfMetrics:
         self.skipped = one(Counter("prober_probe_runs_skipped",
                                    "Runs skipped because the previous run of that endpoint was still going.",
                                    names, registry=registry))
+        self.concurrency_limit = one(Gauge(
+            "prober_concurrency_limit", "Probes allowed in flight at once: --concurrency, less while the event loop "
+            "is starved of CPU.", names, registry=registry))
+        self.loop_late = one(Gauge("prober_event_loop_late_seconds",
+                                   "How late the event loop woke from its last half-second sleep.", names,
+                                   registry=registry))
         self.endpoints = one(Gauge("prober_endpoints_configured",
                                    "Endpoints in the loaded config (after sharding).", names, registry=registry))
         if worker is None:  # a worker gets its config from the supervisor, which reports the reloads

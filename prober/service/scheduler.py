@@ -8,7 +8,8 @@ Phases are rounded down to a 100 ms tick (TICK_SECONDS): the endpoints of one
 tick share one planned time, so the loop wakes once per tick and starts them
 together instead of waking from idle for every single start.
 
-Every run goes through ``asyncio.Semaphore(concurrency)``; the scheduler lag
+Every run goes through an AdaptiveLimit (prober/service/limit.py): at most
+`concurrency` at once, fewer while the event loop is starved of CPU; the scheduler lag
 (actual start, once the semaphore is held, minus the planned run time that
 APScheduler reports on submission) shows when that limit or the loop falls
 behind.  The engine enforces each endpoint's timeout; an outer guard a little
@@ -32,6 +33,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from ..engine import unknown_report
 from ..model import Endpoint, Report
+from .limit import AdaptiveLimit
 from .metrics import SelfMetrics, Snapshot, SnapshotStore, build_snapshot
 
 log = logging.getLogger("prober.service")
@@ -86,7 +88,9 @@ class ProbeScheduler:
         self._location = location
         self._drop = drop
         self._tick = tick
-        self._limit = asyncio.Semaphore(concurrency)
+        self._limit = AdaptiveLimit(concurrency)
+        self._watcher: asyncio.Task[None] | None = None
+        metrics.concurrency_limit.set(concurrency)
         self._endpoints: dict[str, Endpoint] = {}
         self._planned: dict[str, float] = {}  # hostname -> planned run time of the submitted run
         self._inflight: dict[str, set[asyncio.Task[Report]]] = {}
@@ -155,10 +159,17 @@ class ProbeScheduler:
 
     def start(self) -> None:
         self._scheduler.start()
+        self._watcher = asyncio.ensure_future(self._limit.watch(self._looked))
+
+    def _looked(self, limit: int, late: float) -> None:
+        self._metrics.concurrency_limit.set(limit)
+        self._metrics.loop_late.set(late)
 
     async def stop(self, grace: float) -> None:
         """Stop scheduling, give in-flight probes `grace` seconds, cancel the rest."""
         self._stopping = True
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._scheduler.running:
             self._scheduler.pause()
         tasks = [t for group in self._inflight.values() for t in group]

@@ -21,7 +21,6 @@ it dropped).
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,7 +197,7 @@ def start(workdir: Path, subnet: str) -> DepthLab:
         extra = ('    module-config: "validator iterator"\n    ede: yes\n    val-log-level: 2\n'
                  + "".join(f'    trust-anchor-file: "{ds}"\n' for ds in anchors)
                  + '    local-zone: "quiet.test." transparent\n'
-                 + f'    local-data: "quiet.test. 3600 IN NS ns.quiet.test."\n'
+                 + '    local-data: "quiet.test. 3600 IN NS ns.quiet.test."\n'
                  + f'    local-data: "ns.quiet.test. 3600 IN A {hosts[4]}"\n')
         resolvers.append(start_unbound(workdir / f"unbound-depth-{n}", f"validating-{n}", host, free_port(host),
                                        free_port(host), None, stubs, extra))

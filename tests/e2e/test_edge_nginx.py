@@ -33,9 +33,7 @@ def run(edge: Edge, dns_lab: DnsLab, e2e_dir: Path) -> CheckRun:
 
 
 def _show(run: CheckRun, site: Site) -> str:
-    report = run.reports[site.hostname]
-    return f"{site.hostname} ({site.description}): status {report['status']}, findings " + "; ".join(
-        f"{f['code']} [{f['severity']}] {f['message']}" for f in report["findings"])
+    return run.show(site.hostname, site.description)
 
 
 @pytest.mark.parametrize("site", SITES, ids=lambda s: s.name)

@@ -73,9 +73,7 @@ def run(catalogue: Catalogue, e2e_dir: Path) -> CheckRun:
 
 
 def _show(run: CheckRun, case: Case) -> str:
-    report = run.reports[case.hostname]
-    return f"{case.hostname} ({case.description}): status {report['status']}, findings " + "; ".join(
-        f"{f['code']} [{f['severity']}] {f['message']}" for f in report["findings"])
+    return run.show(case.hostname, case.description)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
