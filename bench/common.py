@@ -433,6 +433,7 @@ def parse_metrics(text: str, wanted: Sequence[str]) -> dict[str, float]:
 LAG_LE = ("0.01", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "30.0", "60.0", "+Inf")
 SELF = ["prober_probe_runs_total", "prober_probe_runs_skipped_total", "prober_scheduler_lag_seconds_count",
         'prober_probe_runs_total{result="critical"}', 'prober_probe_runs_total{result="unknown"}',
+        "prober_concurrency_limit",
         *[f'prober_scheduler_lag_seconds_bucket{{le="{le}"}}' for le in LAG_LE]]
 
 

@@ -146,10 +146,16 @@ def scale(fleet: Fleet, n: int, interval: float, duration: float, warm: float = 
                "lag_p50": lag_quantile(0.5, before, after), "lag_p99": lag_quantile(0.99, before, after),
                "lag_over_1s": lag_over_1s(before, after),
                "skipped": after["prober_probe_runs_skipped_total"] - before["prober_probe_runs_skipped_total"],
+               "unknown": (after.get('prober_probe_runs_total{result="unknown"}', 0)
+                           - before.get('prober_probe_runs_total{result="unknown"}', 0)),
+               "concurrency_limit": after.get("prober_concurrency_limit"),
                "cpu_share": (cpu1 - cpu0) / (t1 - t0), "rss_mb": rss_now, "peak_rss_mb": peak,
                "rss_kb_per_endpoint": peak * 1024 / n, "load": os.getloadavg()[0]}
         if scrape is not None:
-            out["scrape"] = scrape_cost(fleet, serve, scrape)
+            try:
+                out["scrape"] = scrape_cost(fleet, serve, scrape)
+            except BenchError as err:  # keep the scale run's numbers; say what the scrape phase could not do
+                out["scrape_error"] = str(err)
         if profile_seconds:  # after the window: py-spy takes some CPU of its own
             target = pid if workers == 1 else next(p for p in _children(pid))
             out["profile"] = record_profile(target, profile_seconds, ROOT / "bench" / "profiles",
@@ -201,7 +207,10 @@ def scrape_cost(fleet: Fleet, serve, seconds: float, gets: int = 3) -> dict:
            "lines": body.count(b"\n"), "samples": sum(1 for line in body.splitlines() if not line.startswith(b"#")),
            "per_family": family_sizes(body)}
     if seconds and os.access(PROMETHEUS, os.X_OK):
-        out["prometheus"] = prometheus_scrape(fleet, serve, seconds)
+        try:
+            out["prometheus"] = prometheus_scrape(fleet, serve, seconds)
+        except BenchError as err:
+            out["prometheus"] = {"error": str(err)}
     return out
 
 
@@ -223,7 +232,8 @@ def prometheus_scrape(fleet: Fleet, serve, seconds: float) -> dict:
     import urllib.parse
     import yaml
     workdir = fleet.workdir / "prometheus"
-    workdir.mkdir(exist_ok=True)
+    shutil.rmtree(workdir, ignore_errors=True)  # a fresh TSDB: replaying an earlier run's WAL takes minutes
+    workdir.mkdir()
     conf = workdir / "prometheus.yml"
     conf.write_text(yaml.safe_dump({
         "global": {"scrape_interval": "15s", "scrape_timeout": "10s"},
@@ -234,7 +244,7 @@ def prometheus_scrape(fleet: Fleet, serve, seconds: float) -> dict:
                  f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"], cpus=FLEET_CPU,
                 log=workdir / "prometheus.log")
     try:
-        wait_for(lambda: http_get(url + "/-/ready", 2) is not None, 30, "prometheus", proc)
+        wait_for(lambda: http_get(url + "/-/ready", 2) is not None, 120, "prometheus", proc)
         time.sleep(seconds)
 
         def query(q: str) -> list:
@@ -396,7 +406,8 @@ def markdown(results: dict) -> str:
         lines.append(f"- scale {s['n']} endpoints @ {s['interval']:g}s, {s['workers']} worker(s), for "
                      f"{s['duration']:.0f}s: runs {s['runs']:.0f} "
                      f"(expected {s['expected_runs']:.0f}), lag p50 {_f(s['lag_p50'])} s, p99 {_f(s['lag_p99'])} s, "
-                     f"lag > 1s: {s['lag_over_1s']:.0f}, skipped {s['skipped']:.0f}, CPU {100 * s['cpu_share']:.0f}%, "
+                     f"lag > 1s: {s['lag_over_1s']:.0f}, skipped {s['skipped']:.0f}, unknown {s.get('unknown', 0):.0f}, "
+                     f"concurrency limit {_f(s.get('concurrency_limit'))}, CPU {100 * s['cpu_share']:.0f}%, "
                      f"RSS {s['rss_mb']:.0f} MB (peak {s['peak_rss_mb']:.0f} MB, "
                      f"{s['rss_kb_per_endpoint']:.1f} kB/endpoint), "
                      f"start-up {s['startup_s']:.1f}s, load {s['load']:.2f}"
@@ -411,7 +422,10 @@ def markdown(results: dict) -> str:
                          f"{c['served_gzip']['cpu_s']:.3f} s CPU"
                          + (f"; Prometheus scrape_duration_seconds max {c['prometheus']['scrape_duration_seconds_max']:.2f}"
                             f" s over {c['prometheus']['scrapes']:.0f} scrapes, up min {c['prometheus']['up_min']:.0f}"
-                            if "prometheus" in c else ""))
+                            if "scrapes" in c.get("prometheus", {}) else "")
+                         + (f"; Prometheus: {c['prometheus']['error']}" if "error" in c.get("prometheus", {}) else ""))
+        if s.get("scrape_error"):
+            lines.append(f"  - /metrics not measured: {s['scrape_error']}")
     for label, c in results.get("cli", {}).items():
         if isinstance(c, dict):
             lines.append(f"- CLI {label}: median {c['median_ms']:.0f} ms (min {c['min_ms']:.0f}, {c['runs']} runs)")
@@ -488,6 +502,8 @@ def main() -> int:
                     scale(fleet, n, 5.0 if args.smoke else 60.0, args.scale_duration, args.scale_warm, workers,
                           args.coverage, scrape=args.scrape if n >= 10_000 else (0.0 if args.smoke else None),
                           profile_seconds=args.profile_seconds if n >= 10_000 and "scale-profile" in phases else 0.0))
+                if args.json:  # each run is minutes: what is done is kept even if a later phase fails
+                    args.json.write_text(json.dumps(results, indent=2))
             if "profile" in phases:
                 results["profile"] = profile(fleet, args.n, args.interval, args.profile_seconds,
                                              ROOT / "bench" / "profiles", args.coverage, args.profile_name)

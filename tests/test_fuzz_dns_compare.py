@@ -228,3 +228,26 @@ def test_many_answers_still_dial_a_bounded_set(endpoint: Endpoint, resolvers) ->
     dialled = _result(endpoint, spread, []).addresses
     assert len(dialled) == min(MAX_ADDRESSES_DIALLED, len({x for a in _relevant(endpoint, spread)
                                                             for x in a.addresses}))
+
+
+_LABEL = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=63)
+
+
+@settings(max_examples=300, deadline=None)
+@given(labels=st.lists(_LABEL, min_size=0, max_size=6), rdtype=st.sampled_from((1, 28, 5, 2, 6, 43, 48, 257)),
+       recursion=st.booleans(), want_dnssec=st.booleans(), cd=st.booleans())
+def test_a_query_is_the_bytes_dnspython_renders_for_it(labels, rdtype, recursion, want_dnssec, cd) -> None:
+    """The query sent is byte for byte what dnspython renders for the question and flags (the ID aside),
+    although only its frame is built by dnspython once per type and flags."""
+    import dns.flags
+    import dns.message
+    import dns.name
+
+    from prober.layers.dns import EDNS_PAYLOAD, _query_wire
+    qname = dns.name.from_text(".".join(labels) + ".") if labels else dns.name.root
+    q = dns.message.make_query(qname, rdtype, use_edns=0, payload=EDNS_PAYLOAD, want_dnssec=want_dnssec)
+    if not recursion:
+        q.flags &= ~dns.flags.RD
+    if cd:
+        q.flags |= dns.flags.CD
+    assert _query_wire(qname, rdtype, recursion, want_dnssec, cd)[2:] == q.to_wire()[2:]

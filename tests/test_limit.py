@@ -79,3 +79,54 @@ def test_a_late_look_shrinks_by_a_third_and_an_on_time_one_grows_by_an_eighth() 
         gate.observe(1.0)
     assert gate.limit == FLOOR
     assert AdaptiveLimit(4).observe(1.0) == 4  # a limit below the floor is never shrunk
+
+
+def test_skipped_runs_are_counted_and_summed_up_in_the_log_not_one_line_each(tmp_path, caplog) -> None:
+    """A probe that outlives its interval makes the next runs come due while it still goes: each
+    is counted, APScheduler's own warning per skipped run stays out of the log, and the scheduler
+    says it once, with the count."""
+    import logging
+
+    from prometheus_client import CollectorRegistry
+
+    from prober.config import parse_config
+    from prober.engine import unknown_report
+    from prober.service.app import _setup_logging
+    from prober.service.metrics import SelfMetrics, SnapshotStore
+    from prober.service.scheduler import ProbeScheduler
+
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\n")
+    config = parse_config("endpoints:\n  - hostname: slow.lab.test\n    interval: 1s\n    timeout: 1s\n",
+                          "probes.yaml", resolv_conf=str(resolv))
+
+    async def slow(endpoint):  # stands for a probe held up by a starved loop or a full limit
+        started_wall, started = time.time(), time.monotonic()
+        await asyncio.sleep(3.6)
+        return unknown_report(endpoint, started_wall, started, "held up")
+
+    async def main() -> float:
+        registry = CollectorRegistry(auto_describe=False)
+        scheduler = ProbeScheduler(slow, SnapshotStore(), SelfMetrics(registry, None), concurrency=4)
+        scheduler.apply({e.hostname: e for e in config.endpoints})
+        scheduler.start()
+        await asyncio.sleep(4.5)
+        await scheduler.stop(0.1)
+        return registry.get_sample_value("prober_probe_runs_skipped_total")
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        _setup_logging("info")
+        root.addHandler(caplog.handler)
+        caplog.set_level(logging.WARNING)
+        skipped = asyncio.run(main())
+    finally:
+        root.handlers[:], _ = handlers, root.setLevel(level)
+        logging.getLogger("apscheduler").setLevel(logging.NOTSET)
+    assert skipped >= 2
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in warnings if r.name.startswith("apscheduler")], [r.getMessage() for r in warnings]
+    summaries = [r.getMessage() for r in warnings if r.getMessage().startswith("skipped ")]
+    assert len(summaries) == 1 and summaries[0].startswith("skipped a run of slow.lab.test because"), summaries
+    assert summaries[0].endswith("further skips are summed up once a minute")

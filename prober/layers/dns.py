@@ -202,18 +202,28 @@ async def _query(udp: UdpExchange, qname: dns.name.Name, rdtype: int, address: s
                            address, port, timeout)
 
 
-@functools.lru_cache(maxsize=16384)
-def _query_wire(qname: dns.name.Name, rdtype: int, recursion: bool, want_dnssec: bool, cd: bool) -> bytes:
-    """A query's wire form per question and flags, built once (about 60 bytes): only the ID changes per send.
-
-    Building an EDNS query message and rendering it cost more than the rest of sending it.
-    """
-    q = dns.message.make_query(qname, rdtype, use_edns=0, payload=EDNS_PAYLOAD, want_dnssec=want_dnssec)
+@functools.lru_cache(maxsize=64)
+def _query_frame(rdtype: int, recursion: bool, want_dnssec: bool, cd: bool) -> tuple[bytes, bytes]:
+    """A query's wire form around its name, built by dnspython once per type and flags: the header,
+    and what follows the question name (type, class and the EDNS OPT record, whose owner is the root)."""
+    q = dns.message.make_query(dns.name.root, rdtype, use_edns=0, payload=EDNS_PAYLOAD, want_dnssec=want_dnssec)
     if not recursion:
         q.flags &= ~dns.flags.RD
     if cd:
         q.flags |= dns.flags.CD
-    return q.to_wire()
+    wire = q.to_wire()
+    return wire[:12], wire[13:]  # the root name is the one byte 0 at offset 12
+
+
+def _query_wire(qname: dns.name.Name, rdtype: int, recursion: bool, want_dnssec: bool, cd: bool) -> bytes:
+    """A query's wire form (about 60 bytes): only the ID changes per send.
+
+    Building an EDNS query message and rendering it cost more than the rest of sending it; a cache
+    per name thrashed at 10,000 endpoints, so the frame is cached per type and flags and the name,
+    uncompressed as in a one-question query, goes between.
+    """
+    head, tail = _query_frame(rdtype, recursion, want_dnssec, cd)
+    return head + qname.to_wire() + tail
 
 
 _NO_QUESTION_OK = frozenset((dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP, dns.rcode.REFUSED))

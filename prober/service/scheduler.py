@@ -33,6 +33,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from ..engine import unknown_report
 from ..model import Endpoint, Report
+from .heap import release_free_memory_forever
 from .limit import AdaptiveLimit
 from .metrics import SelfMetrics, Snapshot, SnapshotStore, build_snapshot
 
@@ -48,6 +49,8 @@ JITTER_FRACTION = 0.1
 # 13.6 ms of CPU unbatched, 12.9 on 50 ms ticks and 11.4 on 100 ms ticks (8.6 all at once; bench/perprobe.py,
 # bench/RESULTS.md round 4).
 TICK_SECONDS = 0.1
+# Skipped runs are counted one by one and said in the log at most once per this many seconds.
+SKIP_SUMMARY_SECONDS = 60.0
 
 
 def phase_seconds(hostname: str, interval: float, jitter: float = 0.0) -> float:
@@ -90,6 +93,8 @@ class ProbeScheduler:
         self._tick = tick
         self._limit = AdaptiveLimit(concurrency)
         self._watcher: asyncio.Task[None] | None = None
+        self._trimmer: asyncio.Task[None] | None = None
+        self._skips, self._skips_said = 0, None  # skipped runs since the last line that said so, and when
         metrics.concurrency_limit.set(concurrency)
         self._endpoints: dict[str, Endpoint] = {}
         self._planned: dict[str, float] = {}  # hostname -> planned run time of the submitted run
@@ -156,10 +161,23 @@ class ProbeScheduler:
     def _skipped(self, event: JobSubmissionEvent) -> None:
         self._metrics.skipped.inc()
         log.debug("skipped a run of %s: the previous run is still going", event.job_id)
+        self._skips += 1
+        now = time.monotonic()
+        if self._skips_said is not None and now - self._skips_said < SKIP_SUMMARY_SECONDS:
+            return
+        why = ("because the previous run of the same endpoint was still going: the fleet needs more CPU, "
+               "more --concurrency or more --workers (prober_probe_runs_skipped_total, prober_scheduler_lag_seconds)")
+        if self._skips_said is None:
+            log.warning("skipped a run of %s %s; further skips are summed up once a minute", event.job_id, why)
+        else:
+            log.warning("skipped %d run%s in the last %.0fs %s", self._skips, "" if self._skips == 1 else "s",
+                        now - self._skips_said, why)
+        self._skips, self._skips_said = 0, now
 
     def start(self) -> None:
         self._scheduler.start()
         self._watcher = asyncio.ensure_future(self._limit.watch(self._looked))
+        self._trimmer = asyncio.ensure_future(release_free_memory_forever())
 
     def _looked(self, limit: int, late: float) -> None:
         self._metrics.concurrency_limit.set(limit)
@@ -168,8 +186,9 @@ class ProbeScheduler:
     async def stop(self, grace: float) -> None:
         """Stop scheduling, give in-flight probes `grace` seconds, cancel the rest."""
         self._stopping = True
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in (self._watcher, self._trimmer):
+            if task is not None:
+                task.cancel()
         if self._scheduler.running:
             self._scheduler.pause()
         tasks = [t for group in self._inflight.values() for t in group]
