@@ -29,6 +29,9 @@ from common import (ROOT, BenchError, Fleet, Proc, _descendants, cpu_seconds, dn
                     write_probes)
 
 PROBER_CPU, FLEET_CPU = ("0", "1") if (os.cpu_count() or 1) > 1 else (None, None)
+# --workers runs may use every CPU.  Said explicitly: a child inherits this driver's own pinning
+# to the fleet's CPU (round 4's two-worker runs ran on that one CPU, with nginx and knot).
+ALL_CPUS = f"0-{(os.cpu_count() or 1) - 1}"
 
 
 # --------------------------------------------------------------------------- 1. side by side
@@ -124,7 +127,7 @@ def scale(fleet: Fleet, n: int, interval: float, duration: float, warm: float = 
     config = write_probes(fleet.workdir / f"scale-{n}.yaml", fleet, n, interval, min(10.0, interval),
                           coverage=coverage)
     t_start = time.monotonic()
-    serve = start_serve(config, fleet.workdir, PROBER_CPU if workers == 1 else None, ready_timeout=300,
+    serve = start_serve(config, fleet.workdir, PROBER_CPU if workers == 1 else ALL_CPUS, ready_timeout=300,
                         extra=("--workers", str(workers)) if workers > 1 else ())
     pid = serve.proc.pid
     try:

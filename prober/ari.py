@@ -16,11 +16,12 @@ import re
 import time
 from datetime import datetime
 from functools import lru_cache
-from typing import NamedTuple
-
-import httpx
+from typing import TYPE_CHECKING, NamedTuple
 
 from .model import AriWindow, CertInfo, Endpoint
+
+if TYPE_CHECKING:
+    import httpx  # imported on first fetch only: a one-shot check of a certificate without ARI never needs it
 
 # Issuer organisation (the O= of the leaf's issuer) -> the ACME directory of a CA known to serve ARI.
 # Sources: letsencrypt.org/docs/acme-protocol-updates and /docs/staging-environment (production and
@@ -139,6 +140,7 @@ class _Answer(NamedTuple):
 
 
 async def _get(client: httpx.AsyncClient, url: str) -> _Answer:
+    import httpx
     try:
         async with client.stream("GET", url, headers={"Accept": "application/json"}) as response:
             body = b""
@@ -173,6 +175,7 @@ async def _renewal_info_base(client: httpx.AsyncClient, directory: str) -> str:
 
 
 async def _fetch(directory: str, cid: str, timeout: float) -> tuple[AriWindow, float]:
+    import httpx
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         base = await _renewal_info_base(client, directory)
         url = f"{base.rstrip('/')}/{cid}"
