@@ -39,6 +39,7 @@ from ..shard import in_shard, worker_of
 from .app import (EXIT_OK, GRACE_SECONDS, OUTER_GUARD, QUEUE_WAIT, Options, StartupError, _loaded, _summary,
                   install_signals, open_web, read_config)
 from .link import Client, LinkClosed, RemoteError, wait
+from .heap import release_free_memory_forever
 from .metrics import Snapshot, join_expositions, reload_gauges
 from .page import Row
 from .scheduler import Change
@@ -366,6 +367,7 @@ async def supervise(options: Options) -> int:
         log.info("%d endpoints over %d workers", len(endpoints), options.workers)
         del endpoints
         supervisor.ready = True
+        trimmer = asyncio.ensure_future(release_free_memory_forever())  # each scrape joins the workers' bytes
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), WATCH_EVERY)
@@ -373,6 +375,7 @@ async def supervise(options: Options) -> int:
                 await asyncio.to_thread(supervisor.watch)
         log.info("stopping: no new probes; in-flight probes get up to %gs", GRACE_SECONDS)
         supervisor.ready = False
+        trimmer.cancel()
     finally:
         await asyncio.to_thread(supervisor.stop, GRACE_SECONDS)
         await asyncio.to_thread(web.stop)
