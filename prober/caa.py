@@ -13,7 +13,6 @@ import time
 from functools import lru_cache
 from typing import NamedTuple
 
-import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
@@ -113,6 +112,7 @@ def _server(endpoint: Endpoint) -> ResolverSpec | None:
 
 
 async def _ask(name: dns.name.Name, server: ResolverSpec, deadline: float) -> tuple[str, list, int]:
+    import dns.asyncquery  # on the first walk only: it brings dnspython's whole transport stack (~80 ms)
     query = dns.message.make_query(name, dns.rdatatype.CAA)
     timeout = min(QUERY_TIMEOUT, max(deadline - time.monotonic(), 0.05))
     try:

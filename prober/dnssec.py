@@ -12,7 +12,6 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
-import dns.dnssec
 import dns.edns
 import dns.exception
 import dns.message
@@ -94,6 +93,7 @@ async def explain(fetch: Fetch, response: dns.message.Message) -> str | None:
 
 async def _ds_mismatch(fetch: Fetch, signer: dns.name.Name, keys: dns.rrset.RRset, zone: str) -> str | None:
     """The parent's DS RRset, when none of it matches a key of the DNSKEY RRset (a botched key rollover)."""
+    import dns.dnssec  # only where a signature is checked: its import costs ~30 ms of every start
     reply = await fetch(signer, dns.rdatatype.DS)
     ds_set = reply and reply.get_rrset(reply.answer, signer, dns.rdataclass.IN, dns.rdatatype.DS)
     if not ds_set:
@@ -112,6 +112,7 @@ async def _ds_mismatch(fetch: Fetch, signer: dns.name.Name, keys: dns.rrset.RRse
 
 
 def _check(rrset: dns.rrset.RRset, sigs: dns.rrset.RRset | None, keys: dict, zone: str) -> str | None:
+    import dns.dnssec  # only where a signature is checked: its import costs ~30 ms of every start
     what = f"{dns.rdatatype.to_text(rrset.rdtype)} of {rrset.name.to_text(omit_final_dot=True)}"
     if not sigs:
         return f"the {what} has no RRSIG"
@@ -130,6 +131,7 @@ def _check(rrset: dns.rrset.RRset, sigs: dns.rrset.RRset | None, keys: dict, zon
 
 def _verify(rrset: dns.rrset.RRset, sig, keys: dict, now: float) -> str | None:
     """The signature's own check with dnspython; None when it verifies or cannot be checked here."""
+    import dns.dnssec  # only where a signature is checked: its import costs ~30 ms of every start
     try:
         dns.dnssec.validate_rrsig(rrset, sig, keys, now=now)
         return None

@@ -14,9 +14,9 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-import dns.asyncquery
 import dns.entropy
 import dns.exception
 import dns.flags
@@ -149,7 +149,7 @@ class UdpExchange(asyncio.DatagramProtocol):
             del self._pending[key]
         if response.flags & dns.flags.TC:
             query = dns.message.from_wire(query_id.to_bytes(2, "big") + wire[2:])
-            response = await dns.asyncquery.tcp(query, address, timeout=timeout, port=port)
+            response = await _tcp()(query, address, timeout=timeout, port=port)
         return response
 
     def close(self) -> None:
@@ -157,6 +157,12 @@ class UdpExchange(asyncio.DatagramProtocol):
             transport.close()
         self._transports.clear()
         self._sockets.clear()
+
+
+def _tcp() -> Callable[..., Awaitable[dns.message.Message]]:
+    """dnspython's TCP query, imported after the first TC=1 only: its transports cost ~80 ms of every start."""
+    import dns.asyncquery
+    return dns.asyncquery.tcp
 
 
 # Linux reports ICMP errors on an unconnected UDP socket only with IP_RECVERR: then a closed
