@@ -253,6 +253,18 @@ class CheckRun:
         return f"{hostname} ({description}): status {report['status']}, findings " + "; ".join(
             f"{f['code']} [{f['severity']}] {f['message']}" for f in report["findings"])
 
+    def assert_exactly(self, hostname: str, description: str, expect: Sequence[str], status: str) -> dict[str, Any]:
+        """The report of `hostname` has exactly the codes `expect`, the status and its exit code, and a
+        verdict among those codes; returns the report for further checks."""
+        from prober.model import EXIT_CODES
+        report, why = self.reports[hostname], self.show(hostname, description)
+        assert self.codes(hostname) == sorted(expect), why
+        assert report["status"] == status, why
+        assert report["exit_code"] == EXIT_CODES[status], why
+        if expect:
+            assert report["verdict"]["code"] in expect, why
+        return report
+
 
 def nginx_conf(workdir: Path, generator: str, servers: str, *, connections: int = 512) -> str:
     """An nginx.conf whose pid and temporary files live under `workdir`, logging to stderr, offering the

@@ -20,7 +20,6 @@ from prober.lab.catalogue import BY_NAME, CASES, Case, Catalogue, block_names
 from prober.lab.dnsserver import DnsServer
 from prober.lab.runner import LabLoop
 from prober.lab.webserver import PlainHttpServer
-from prober.model import EXIT_CODES
 
 pytestmark = pytest.mark.e2e
 
@@ -72,18 +71,9 @@ def run(catalogue: Catalogue, e2e_dir: Path) -> CheckRun:
     return prober_check(config, [c.hostname for c in CASES], e2e_dir, timeout=120)
 
 
-def _show(run: CheckRun, case: Case) -> str:
-    return run.show(case.hostname, case.description)
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_each_case_gets_exactly_its_codes_and_status(run: CheckRun, case: Case) -> None:
-    report = run.reports[case.hostname]
-    assert run.codes(case.hostname) == sorted(case.expect), _show(run, case)
-    assert report["status"] == case.status, _show(run, case)
-    assert report["exit_code"] == EXIT_CODES[case.status]
-    if case.expect:
-        assert report["verdict"]["code"] in case.expect, _show(run, case)
+    run.assert_exactly(case.hostname, case.description, case.expect, case.status)
 
 
 _DEBUG_TEXT = re.compile(r"AlgorithmIdentifier|PhantomData|DefinedByMarker|Some\(|candidates exhausted|"
