@@ -39,11 +39,10 @@ from cryptography.hazmat.primitives import serialization
 from prober import ari, caa, delegation, revocation, x509
 from prober.layers.tls import PERIODIC_KINDS
 from prober.engine import HARD_STOP_GRACE, probe
-from prober.lab.catalogue import MODERN_CIPHERS
 from prober.lab.dnsserver import DnsServer
 from prober.lab.pki import CA, Issued
 from prober.lab.runner import LabLoop, TcpService
-from prober.lab.webserver import PlainHttpServer, TlsHttpServer
+from prober.lab.webserver import PlainHttpServer, TlsHttpServer, server_context
 from prober.layers import dns as dns_layer
 from prober.layers import tls as tls_layer
 from prober.layers.dns import MAX_ADDRESSES_DIALLED, MAX_AUTHORITATIVE
@@ -210,9 +209,7 @@ class TinyRecords(_RawServer):
 
     def __init__(self, certfile: str, keyfile: str) -> None:
         super().__init__()
-        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._context.set_ciphers(MODERN_CIPHERS)  # a distribution's OpenSSL defaults still take CBC-SHA1
-        self._context.load_cert_chain(certfile, keyfile)
+        self._context = server_context(certfile, keyfile)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await writer.start_tls(self._context)

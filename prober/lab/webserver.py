@@ -245,6 +245,22 @@ class _HttpServer:
                 await _send(writer, conn, *events)
 
 
+def server_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    """A lab server's TLS context: modern suites, no session tickets, HTTP/1.1 over ALPN."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    # Modern suites only: some OpenSSL builds' defaults (Debian 12's) still take CBC-SHA1,
+    # which the prober reports as tls.weak_cipher on every lab endpoint.
+    ctx.set_ciphers(MODERN_CIPHERS)
+    try:
+        ctx.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"cannot load certificate {certfile} with key {keyfile}: {e}") from None
+    ctx.options |= ssl.OP_NO_TICKET
+    ctx.num_tickets = 0  # TLS 1.3 tickets too: every probe must do a full handshake
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
 class TlsHttpServer(_HttpServer):
     """HTTP/1.1 over TLS with a default certificate, an SNI map and hostile modes."""
 
@@ -266,17 +282,7 @@ class TlsHttpServer(_HttpServer):
         self._sni: weakref.WeakKeyDictionary[ssl.SSLObject, str] = weakref.WeakKeyDictionary()
 
     def _context(self, certfile: str, keyfile: str) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        # Modern suites only: some OpenSSL builds' defaults (Debian 12's) still take CBC-SHA1,
-        # which the prober reports as tls.weak_cipher on every lab endpoint.
-        ctx.set_ciphers(MODERN_CIPHERS)
-        try:
-            ctx.load_cert_chain(certfile, keyfile)
-        except (OSError, ssl.SSLError) as e:
-            raise ValueError(f"cannot load certificate {certfile} with key {keyfile}: {e}") from None
-        ctx.options |= ssl.OP_NO_TICKET
-        ctx.num_tickets = 0  # TLS 1.3 tickets too: every probe must do a full handshake
-        ctx.set_alpn_protocols(["http/1.1"])
+        ctx = server_context(certfile, keyfile)
         with warnings.catch_warnings():  # TLS 1.0/1.1 are deprecated: serving them is the point
             warnings.simplefilter("ignore", DeprecationWarning)
             if self.min_version is not None:

@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import (STARTED, Service, free_port, guard_violations, nginx_conf, prober_argv, prober_check,
-                     prober_env, stop_since, tcp_open, tool, wait_for)
+from harness import (STARTED, Service, free_port, guard_violations, prober_argv, prober_check, prober_env,
+                     stop_since, tcp_open, tool, wait_for)
 from prober.lab.ari import AriResponder, certificate_id
+from prober.lab.catalogue import nginx_conf
 from prober.lab.pki import CA, Issued
 from rulecopies import fast_copy
 from servers import start_knot, start_prober_serve, start_prometheus

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import CheckRun, Service, free_port, nginx_conf, prober_check, tcp_open, tool
+from harness import CheckRun, Service, free_port, prober_check, tcp_open, tool
+from prober.lab.catalogue import nginx_conf
 from prober.lab.dnsserver import DnsServer
 from prober.lab.pki import CA
 from prober.lab.runner import LabLoop
@@ -179,7 +180,8 @@ class WafEdge:
         return nginx_conf(d, "tests/e2e/test_waf_nginx.py", f"""    server {{
         listen {self.address}:{self.http_port} default_server;
         return 301 https://$host:{self.tls_port}$request_uri;
-    }}{''.join(blocks)}""", connections=128)
+    }}{''.join(blocks)}
+""")
 
     def write_config(self, path: Path) -> Path:
         dns = {"resolvers": [{"address": f"{self.address}:{self.dns.port}", "view": "internal", "name": "lab"}],
