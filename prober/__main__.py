@@ -1,6 +1,4 @@
 """`python -m prober`: the same as the `prober` command."""
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()

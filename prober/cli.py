@@ -6,6 +6,7 @@ argparse is imported until a subcommand needs it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_UNKNOWN = 0, 1, 2, 3
@@ -191,8 +192,16 @@ def _skip_unused_imports() -> None:
         sys.modules["trio"] = None  # type: ignore[assignment]  # `import trio` now raises ImportError
 
 
+# Commands that hold nothing a finalizer must release once main() returns: no child processes, no
+# temporary directories, no open files of their own.  See run().
+_NOTHING_TO_RELEASE = frozenset({"check", "validate", "discover"})
+_command: str | None = None
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _command
     args = build_parser().parse_args(argv)
+    _command = args.command
     _skip_unused_imports()
     if args.command is None:
         build_parser().print_help()
@@ -224,5 +233,29 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_UNKNOWN
 
 
+def run() -> None:
+    """The `prober` command: main(), then the exit code.
+
+    A one-shot command's output is complete when main() returns; what remains is the interpreter
+    tearing down every module (cryptography's, dnspython's, asyncio's), about 80 ms of a 450 ms
+    `prober check`.  For the commands that hold nothing to release, stdout and stderr are flushed
+    and the process ends at once.  serve and demo stop their workers, servers and lab directory
+    inside main() and still exit the ordinary way.
+    """
+    code = main()
+    if _command not in _NOTHING_TO_RELEASE:
+        sys.exit(code)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away after the last write
+        from .commands import quiet_stdout
+        quiet_stdout()
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,24 @@ def test_head_minus_one_reads_the_status_line(lab):
              " | head -c 10; s=${PIPESTATUS[0]}; echo; echo rc=$s")
     done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=ENV, timeout=60)
     assert done.stdout.splitlines()[-1] == "rc=2" and done.stderr == ""
+
+
+def test_a_slow_reader_still_gets_every_byte_of_a_large_report(lab):
+    """`prober check` ends without tearing the interpreter down: all it wrote must still arrive whole,
+    even when the report is larger than the pipe's buffer and the reader is slow."""
+    hosts = [s.hostname for s in lab.scenarios.values()]
+    proc = subprocess.Popen([*PROBER, "check", *hosts, "--config", lab.config_path, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    chunks = []
+    while chunk := proc.stdout.read(16 * 1024):
+        chunks.append(chunk)
+        time.sleep(0.01)
+    code, err = proc.wait(timeout=60), proc.stderr.read()
+    data = b"".join(chunks)
+    assert len(data) > 64 * 1024, len(data)  # more than a pipe holds: the writer had to wait for the reader
+    reports = json.loads(data)  # a list: one report per host
+    assert sorted(r["hostname"] for r in reports) == sorted(hosts)
+    assert code == 2 and err == b""
 
 
 def test_check_timeout_is_bounded_by_sanity_not_by_interval(lab):
