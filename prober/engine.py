@@ -100,7 +100,8 @@ async def _run(endpoint: Endpoint, started_wall: float, started: float) -> Repor
             layers += [_extended(tls_layer, assessed.tls_findings), _layer("http", t0, http_findings)]
             findings = [*layers[0].findings, *layers[1].findings, *http_findings]
     finally:
-        await asyncio.gather(*(c.aclose() for c in connections))
+        for c in connections:
+            c.close()
     return _report(endpoint, started_wall, started, tuple(layers), tuple(findings),
                    dns_result, tls_result, http_result, assessed)
 
@@ -184,7 +185,8 @@ async def probe(endpoint: Endpoint) -> Report:
     """Probe one endpoint; never raises (except cancellation)."""
     started_wall, started = time.time(), time.monotonic()
     try:
-        return await asyncio.wait_for(_run(endpoint, started_wall, started), endpoint.timeout + HARD_STOP_GRACE)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(endpoint.timeout + HARD_STOP_GRACE):  # in this task: no task of its own
+            return await _run(endpoint, started_wall, started)
+    except TimeoutError:
         return unknown_report(endpoint, started_wall, started,
                               f"the probe did not finish within its {endpoint.timeout:g}s timeout and was stopped")

@@ -283,10 +283,15 @@ async def _one(cert: cx509.Certificate, issuer: cx509.Certificate, position: str
     return None  # nothing to ask: the certificate names no CRL and no OCSP responder
 
 
+def applies(endpoint: Endpoint, verdict: ChainVerdict | None) -> bool:
+    """Whether the chain has anything to check: revocation on, and a certificate with a CRL to ask."""
+    return endpoint.tls.revocation != "off" and verdict is not None and bool(verdict.revocable)
+
+
 async def check(endpoint: Endpoint, certs: Sequence[cx509.Certificate], verdict: ChainVerdict | None,
                 store: x509.TrustStore, deadline: float) -> tuple[Revocation, ...]:
     """The revocation status of each served certificate on the path to a trust anchor."""
-    if endpoint.tls.revocation == "off" or verdict is None or not verdict.revocable:
+    if not applies(endpoint, verdict):
         return ()
     path = x509.path_of(certs, verdict, store)
     found = await asyncio.gather(*(_one(path[n], path[n + 1], "leaf" if n == 0 else "intermediate", deadline)

@@ -1,7 +1,7 @@
 """HTTP layer: the http->https redirect, HSTS, and the health path.
 
 The health request travels over the TLS layer's own connection (one
-handshake per address).  HTTP is spoken by httpcore/h11; bodies are read up
+handshake per address).  HTTP is spoken by h11; bodies are read up
 to a cap, redirects are followed only within the endpoint's own origin, and
 every exchange is bounded by the probe's deadline.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 from typing import Any
 
-import httpcore
+import h11
 
 from ..hints import hint_for
 from ..model import CATALOGUE, Endpoint, Finding, HttpExchange, HttpResult
@@ -22,6 +22,7 @@ from .tls import AsyncioStream, Connection, _error_text
 
 BODY_CAP = 64 * 1024
 READ_BUDGET = BODY_CAP + 128 * 1024  # bytes one exchange may read: heads, any 1xx, the body up to the cap
+MAX_HEAD = 100 * 1024  # h11's cap on one incomplete event (a response head)
 _READ_SLICE = 4 * 1024
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
@@ -32,38 +33,79 @@ _KEPT_HEADERS = ("server", "location", "strict-transport-security", "via", "x-am
 _MAX_AGE = re.compile(r"max-age\s*=\s*\"?(\d+)", re.I)
 
 
-class _Guarded(httpcore.AsyncNetworkStream):
-    """The stream as httpcore sees it, guarded against a hostile server.
+class Http11:
+    """One HTTP/1.1 client connection over a stream, spoken by h11.
 
-    httpcore parses whatever one read returns without yielding: a server that
-    packs thousands of tiny 1xx responses into its records would stall every
-    other probe on the loop.  So each read yields first and asks for at most
-    4 KiB, and an exchange reads at most READ_BUDGET bytes (``left``, reset
-    per exchange): a flood that never reaches a final response is an error,
-    not a spin until the deadline.
+    Requests go in sequence on one connection (keep-alive), as the health check's same-origin
+    redirects need.  A hostile server is bounded: h11 caps an incomplete head at MAX_HEAD, each
+    read yields to the loop first and asks for at most 4 KiB (a server that packs thousands of
+    tiny 1xx responses into its records must not stall every other probe on the loop), and one
+    exchange reads at most READ_BUDGET bytes, so a flood that never reaches a final response is an
+    error, not a spin until the deadline.  The caller bounds each exchange in time.
     """
+    __slots__ = ("_stream", "_h11", "_left")
 
-    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
+    def __init__(self, stream: AsyncioStream) -> None:
         self._stream = stream
-        self.left = READ_BUDGET
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        self._left = READ_BUDGET
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        await asyncio.sleep(0)
-        data = await self._stream.read(min(max_bytes, _READ_SLICE), timeout)
-        self.left -= len(data)
-        if self.left < 0:
-            raise httpcore.ReadError(f"the server sent over {READ_BUDGET // 1024} KiB without completing "
-                                     "a response")
-        return data
+    def is_available(self) -> bool:
+        """True when the last response ended cleanly and the server keeps the connection open."""
+        return self._h11.our_state is h11.IDLE and self._h11.their_state is h11.IDLE
 
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._stream.write(buffer, timeout)
+    async def _next_event(self) -> object:
+        while True:
+            event = self._h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            await asyncio.sleep(0)
+            data = await self._stream.read(_READ_SLICE)
+            self._left -= len(data)
+            if self._left < 0:
+                raise ProtocolError(f"the server sent over {READ_BUDGET // 1024} KiB without completing "
+                                    "a response")
+            if not data and self._h11.their_state is h11.SEND_RESPONSE:
+                raise ProtocolError("the server closed the connection without sending a response")
+            self._h11.receive_data(data)
 
-    async def aclose(self) -> None:
-        await self._stream.aclose()
+    async def get(self, target: str, headers: list[tuple[bytes, bytes]]) -> _Raw:
+        self._left = READ_BUDGET
+        sent = time.monotonic()
+        try:
+            await self._stream.write(self._h11.send(h11.Request(method=b"GET", target=target, headers=headers))
+                                     + self._h11.send(h11.EndOfMessage()))
+        except OSError:
+            pass  # a server may answer (an error page) and close before reading the request: read what it sent
+        while True:
+            event = await self._next_event()
+            if isinstance(event, h11.Response):
+                break
+            if not isinstance(event, h11.InformationalResponse):  # ConnectionClosed: h11 raises for the rest
+                raise ProtocolError("the server closed the connection without sending a response")
+        first_byte = time.monotonic() - sent
+        body = bytearray()
+        total = 0
+        while total < BODY_CAP:  # read only up to the cap; the connection is then not reused
+            part = await self._next_event()
+            if isinstance(part, h11.Data):
+                total += len(part.data)
+                body += part.data[: BODY_CAP - len(body)]
+            else:  # EndOfMessage (h11 raises for a body cut short)
+                if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+                    self._h11.start_next_cycle()
+                break
+        fields: dict[str, str] = {}
+        for name, value in event.headers:
+            fields.setdefault(name.decode("latin-1"), value.decode("latin-1"))  # h11 gives names lower-case
+        return _Raw(event.status_code, fields, bytes(body), total, first_byte)
 
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
+    def close(self) -> None:
+        self._stream.close()
+
+
+class ProtocolError(Exception):
+    """The server broke HTTP/1.1 in a way h11 does not name itself."""
 
 
 @dataclass(slots=True)
@@ -75,35 +117,13 @@ class _Raw:
     first_byte: float
 
 
-async def _exchange(conn: httpcore.AsyncHTTP11Connection, scheme: str, endpoint: Endpoint, port: int,
-                    path: str, deadline: float, extra_headers: tuple[tuple[str, str], ...] = ()) -> _Raw:
+def _request_headers(endpoint: Endpoint, scheme: str, port: int,
+                     extra: tuple[tuple[str, str], ...] = ()) -> list[tuple[bytes, bytes]]:
     host = endpoint.hostname
-    default_port = 443 if scheme == "https" else 80
-    host_header = host if port == default_port else f"{host}:{port}"
+    host_header = host if port == (443 if scheme == "https" else 80) else f"{host}:{port}"
     headers = [(b"Host", host_header.encode()), (b"User-Agent", USER_AGENT), (b"Accept", b"*/*"),
                (b"Connection", b"keep-alive")]
-    headers += [(k.encode(), v.encode()) for k, v in extra_headers]
-    remaining = max(deadline - time.monotonic(), 0.001)
-    request = httpcore.Request(b"GET", httpcore.URL(scheme=scheme, host=host, port=port, target=path),
-                               headers=headers, extensions={"timeout": {"read": remaining, "write": remaining}})
-    sent = time.monotonic()
-    response = await conn.handle_async_request(request)
-    first_byte = time.monotonic() - sent
-    body = bytearray()
-    total = 0
-    try:
-        async for chunk in response.aiter_stream():
-            total += len(chunk)
-            if len(body) < BODY_CAP:
-                body += chunk[: BODY_CAP - len(body)]
-            if total >= BODY_CAP:
-                break  # read only up to the cap; the connection is closed below
-    finally:
-        await response.aclose()
-    fields: dict[str, str] = {}
-    for name, value in response.headers:
-        fields.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
-    return _Raw(response.status, fields, bytes(body), total, first_byte)
+    return headers + [(k.encode(), v.encode()) for k, v in extra]
 
 
 def edge_of(status: int | None, headers: dict[str, str], body: bytes) -> str | None:
@@ -244,24 +264,16 @@ async def check_redirect(endpoint: Endpoint, address: str, deadline: float) -> H
         stream = await AsyncioStream.connect(address, port, max(deadline - time.monotonic(), 0.001))
     except Exception as exc:
         return HttpExchange(url=url, address=address, error=f"connect: {_error_text(exc)}")
-    conn = httpcore.AsyncHTTP11Connection(httpcore.Origin(b"http", endpoint.hostname.encode(), port),
-                                          _Guarded(stream))
+    conn = Http11(stream)
     try:
-        raw = await asyncio.wait_for(_exchange(conn, "http", endpoint, port, "/", deadline),
-                                     max(deadline - time.monotonic(), 0.001))
+        async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+            raw = await conn.get("/", _request_headers(endpoint, "http", port))
     except Exception as exc:
         return HttpExchange(url=url, address=address, error=_error_text(exc))
     finally:
-        await _close(conn)
+        conn.close()
     ok = raw.status in REDIRECT_STATUSES and redirect_ok(endpoint, raw.headers.get("location"))[0]
     return _exchange_record(url, address, raw, None, ok, endpoint)
-
-
-async def _close(conn: httpcore.AsyncHTTP11Connection) -> None:
-    try:
-        await asyncio.wait_for(conn.aclose(), 1.0)
-    except Exception:
-        pass
 
 
 # --------------------------------------------------------------------- health
@@ -286,24 +298,22 @@ async def check_health(endpoint: Endpoint, connection: Connection, deadline: flo
     port = endpoint.tls.port
     path = endpoint.http.health_path
     url = f"https://{endpoint.hostname}{'' if port == 443 else f':{port}'}{path}"
-    guarded = _Guarded(connection.stream)
-    conn = httpcore.AsyncHTTP11Connection(httpcore.Origin(b"https", endpoint.hostname.encode(), port), guarded)
+    conn = Http11(connection.stream)
+    headers = _request_headers(endpoint, "https", port, endpoint.http.headers)
     raw = None
     try:
-        for _ in range(MAX_REDIRECTS + 1):
-            guarded.left = READ_BUDGET
-            raw = await asyncio.wait_for(
-                _exchange(conn, "https", endpoint, port, path, deadline, endpoint.http.headers),
-                max(deadline - time.monotonic(), 0.001))
-            follow = _same_origin(endpoint, path, raw.headers.get("location")) \
-                if raw.status in REDIRECT_STATUSES and raw.status not in endpoint.http.expect_status else None
-            if follow is None or not conn.is_available():
-                break
-            path = follow
+        async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+            for _ in range(MAX_REDIRECTS + 1):
+                raw = await conn.get(path, headers)
+                follow = _same_origin(endpoint, path, raw.headers.get("location")) \
+                    if raw.status in REDIRECT_STATUSES and raw.status not in endpoint.http.expect_status else None
+                if follow is None or not conn.is_available():
+                    break
+                path = follow
     except Exception as exc:
         return _exchange_record(url, connection.address, raw, _error_text(exc), False, endpoint)
     finally:
-        await _close(conn)
+        conn.close()
     return _exchange_record(url, connection.address, raw, None, health_ok(endpoint, raw), endpoint)
 
 

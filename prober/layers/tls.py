@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Awaitable, Callable, TypeVar
 
-import httpcore
 from cryptography import x509 as cx509
 
 from .. import renewal, revocation, tlspolicy, x509
@@ -41,14 +40,15 @@ READ_BUFFER = 32 * 1024
 asyncio.sslproto.SSLProtocol.max_size = READ_BUFFER
 
 
-class AsyncioStream(httpcore.AsyncNetworkStream):
-    """asyncio's own streams and TLS transport, as httpcore's network stream.
+class AsyncioStream:
+    """A connection on asyncio's own streams and TLS transport.
 
-    anyio's TLSStream (httpcore's default backend) drives the handshake and every
-    record through a Python-level memory BIO of its own on top of asyncio; asyncio's
-    transport does the same work once.  Measured: about 15% less CPU per handshake
-    and request (bench/RESULTS.md).
+    A Python-level memory BIO on top of asyncio (anyio's TLSStream, httpcore's default backend)
+    would drive the handshake and every record a second time; asyncio's transport does the work
+    once.  Measured: about 15% less CPU per handshake and request (bench/RESULTS.md).  Errors are
+    the builtin ones: TimeoutError, and OSError (ssl.SSLError among them).
     """
+    __slots__ = ("_reader", "_writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader, self._writer = reader, writer
@@ -60,23 +60,18 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         return cls(reader, writer)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._reader.read(max_bytes)
-        except TimeoutError as exc:
-            raise httpcore.ReadTimeout("timed out") from exc
-        except OSError as exc:
-            raise httpcore.ReadError(str(exc)) from exc
+        if timeout is None:  # the caller bounds the whole exchange
+            return await self._reader.read(max_bytes)
+        async with asyncio.timeout(timeout):
+            return await self._reader.read(max_bytes)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        try:
-            self._writer.write(buffer)
-            async with asyncio.timeout(timeout):
-                await self._writer.drain()
-        except TimeoutError as exc:
-            raise httpcore.WriteTimeout("timed out") from exc
-        except OSError as exc:
-            raise httpcore.WriteError(str(exc)) from exc
+        self._writer.write(buffer)
+        if timeout is None:
+            await self._writer.drain()
+            return
+        async with asyncio.timeout(timeout):
+            await self._writer.drain()
 
     async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
                         timeout: float | None = None) -> AsyncioStream:
@@ -89,8 +84,12 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             raise
         return self
 
-    async def aclose(self) -> None:
-        self._writer.close()  # close_notify and FIN go out in the background; never wait on the peer
+    def close(self) -> None:
+        """close_notify and FIN go out in the background; never waits on the peer, never raises."""
+        try:
+            self._writer.close()
+        except Exception:  # closing a broken stream must never fail a probe
+            pass
 
     def get_extra_info(self, info: str) -> object:
         return self._writer.get_extra_info(info)
@@ -167,13 +166,10 @@ class Connection:
     """A live TLS stream the HTTP layer reuses, so one probe does one handshake per address."""
     address: str
     port: int
-    stream: httpcore.AsyncNetworkStream
+    stream: AsyncioStream
 
-    async def aclose(self) -> None:
-        try:
-            await asyncio.wait_for(self.stream.aclose(), 1.0)
-        except Exception:  # closing a broken stream must never fail a probe
-            pass
+    def close(self) -> None:
+        self.stream.close()
 
 
 _ERRNO_TEXT = {errno.ECONNREFUSED: "connection refused", errno.ECONNRESET: "connection reset by peer",
@@ -210,8 +206,8 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def _error_text(exc: BaseException) -> str:
-    """One line a person understands, from whatever httpcore/anyio/ssl raised."""
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, httpcore.TimeoutException)):
+    """One line a person understands, from whatever the socket, ssl or h11 raised."""
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return "timed out"
     for candidate in (exc, _root_cause(exc)):
         if isinstance(candidate, OSError) and candidate.errno in _ERRNO_TEXT:
@@ -233,7 +229,7 @@ def _error_text(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
-def _served_chain(stream: httpcore.AsyncNetworkStream) -> list[bytes]:
+def _served_chain(stream: AsyncioStream) -> list[bytes]:
     sslobj = stream.get_extra_info("ssl_object")
     return [] if sslobj is None else _served_chain_of(sslobj)
 
@@ -247,7 +243,7 @@ def _served_chain_of(sslobj: ssl.SSLObject) -> list[bytes]:
 
 
 async def _handshake(address: str, port: int, hostname: str, ctx: ssl.SSLContext, deadline: float
-                     ) -> tuple[httpcore.AsyncNetworkStream | None, str | None, bool, float | None, float | None]:
+                     ) -> tuple[AsyncioStream | None, str | None, bool, float | None, float | None]:
     """Returns (stream, error, connected, connect_seconds, tls_seconds)."""
     started = time.monotonic()
     try:
@@ -259,7 +255,7 @@ async def _handshake(address: str, port: int, hostname: str, ctx: ssl.SSLContext
         tls = await raw.start_tls(ctx, server_hostname=hostname,
                                   timeout=max(deadline - time.monotonic(), 0.001))
     except Exception as exc:
-        await Connection(address, port, raw).aclose()
+        raw.close()
         error = _error_text(exc)
         if error == "TLS error: WRONG_VERSION_NUMBER":
             error = await _not_tls(address, port, hostname, deadline)
@@ -282,7 +278,7 @@ async def _not_tls(address: str, port: int, hostname: str, deadline: float) -> s
         head = b""
     finally:
         if plain is not None:
-            await Connection(address, port, plain).aclose()
+            plain.close()
     if head == b"HTTP/":
         return "the TLS port answers plain HTTP (TLS is not enabled on this listener, or the port is the HTTP one)"
     return "the TLS port does not speak TLS (its reply is not a TLS record: OpenSSL says WRONG_VERSION_NUMBER)"
@@ -304,11 +300,20 @@ def cache_clear() -> None:
     _periodic_seen.clear()
 
 
+_MISSING = object()
+
+
+def _periodic_fresh(key: tuple) -> object:
+    """The remembered answer for key while it is fresh, else _MISSING."""
+    seen = _periodic_seen.get(key)
+    return seen[1] if seen is not None and seen[0] > time.monotonic() else _MISSING
+
+
 async def _periodic(key: tuple, attempt: Callable[[], Awaitable[tuple[bool, T]]]) -> T:
     """attempt() -> (definite, value), asked at most once per WEAK_RECHECK_SECONDS per key."""
-    seen = _periodic_seen.get(key)
-    if seen is not None and seen[0] > time.monotonic():
-        return seen[1]  # type: ignore[return-value]
+    seen = _periodic_fresh(key)
+    if seen is not _MISSING:
+        return seen  # type: ignore[return-value]
     definite, value = await attempt()
     if definite:  # a yes or a no, not a timeout: remember it
         if len(_periodic_seen) >= _PERIODIC_MAX:
@@ -326,7 +331,7 @@ async def _side_handshake(address: str, port: int, hostname: str, ctx: ssl.SSLCo
     try:
         return True, read(stream.get_extra_info("ssl_object")), None
     finally:
-        await Connection(address, port, stream).aclose()
+        stream.close()
 
 
 async def _weak_protocol(address: str, port: int, hostname: str, minimum: str, deadline: float) -> str | None:
@@ -370,8 +375,23 @@ async def _rsa_chain(address: str, port: int, hostname: str, main_leaf: bytes, d
     return await _periodic((address, port, hostname, "rsa"), attempt)
 
 
+def _side_known(endpoint: Endpoint, address: str) -> dict | None:
+    """The periodic protocol, cipher and DH answers when all three are fresh (a steady `prober
+    serve`): then a probe spends no task on them."""
+    host, port, minimum = endpoint.hostname, endpoint.tls.port, endpoint.tls_min_version
+    weak = None if _BELOW.get(minimum) is None else _periodic_fresh((address, port, host, "protocol", minimum))
+    cipher = _periodic_fresh((address, port, host, "cipher"))
+    dh = _periodic_fresh((address, port, host, "dh"))
+    if weak is _MISSING or cipher is _MISSING or dh is _MISSING:
+        return None
+    return {"weak_protocol": weak, "weak_cipher": cipher, "weak_dh": dh}
+
+
 async def _side_checks(endpoint: Endpoint, address: str, deadline: float) -> dict:
     """The periodic protocol, cipher and DH handshakes, concurrently."""
+    known = _side_known(endpoint, address)
+    if known is not None:
+        return known
     host, port = endpoint.hostname, endpoint.tls.port
     weak, cipher, dh = await asyncio.gather(
         _weak_protocol(address, port, host, endpoint.tls_min_version, deadline),
@@ -395,9 +415,14 @@ async def probe_address(endpoint: Endpoint, address: str, deadline: float, store
     ders = _served_chain(stream)
     certs, parse_error = _parse_served(ders)
     verdict = x509.verify_chain_cached(certs, endpoint.hostname, store, now) if certs else None
-    side, alternates, revoked = await asyncio.gather(
-        _side_checks(endpoint, address, deadline), _alternates(endpoint, address, ders, store, deadline),
-        revocation.check(endpoint, certs, verdict, store, deadline) if certs else _nothing())
+    side = _side_known(endpoint, address)
+    rsa = _periodic_fresh((address, port, endpoint.hostname, "rsa")) if ders else None
+    if side is not None and rsa is not _MISSING and not (certs and revocation.applies(endpoint, verdict)):
+        alternates, revoked = _alternates_of(endpoint, rsa, store), ()  # all cached: no task, no await
+    else:
+        side, alternates, revoked = await asyncio.gather(
+            _side_checks(endpoint, address, deadline), _alternates(endpoint, address, ders, store, deadline),
+            revocation.check(endpoint, certs, verdict, store, deadline) if certs else _nothing())
     cipher = sslobj.cipher()
     target = TlsTarget(
         address=address, port=port, connected=True, handshake=True, version=sslobj.version(),
@@ -416,7 +441,13 @@ async def _alternates(endpoint: Endpoint, address: str, ders: list[bytes], store
                       deadline: float) -> tuple[AltChain, ...]:
     if not ders:
         return ()
-    got = await _rsa_chain(address, endpoint.tls.port, endpoint.hostname, ders[0], deadline)
+    return _alternates_of(endpoint, await _rsa_chain(address, endpoint.tls.port, endpoint.hostname, ders[0],
+                                                     deadline), store)
+
+
+def _alternates_of(endpoint: Endpoint, got: tuple[tuple[bytes, ...], str | None, str | None] | None,
+                   store: x509.TrustStore) -> tuple[AltChain, ...]:
+    """The RSA-only handshake's chain, judged, when it differs from the main one."""
     if got is None:
         return ()
     certs, _ = _parse_served(list(got[0]))

@@ -235,6 +235,11 @@ class ProbeScheduler:
             self._store.put(snapshot)
         return snapshot
 
+    async def _bounded(self, endpoint: Endpoint) -> Report:
+        """The probe under the outer guard, in the task a reload can cancel (one task, not two)."""
+        async with asyncio.timeout(endpoint.timeout + OUTER_GUARD):
+            return await self._probe(endpoint)
+
     async def _guarded(self, endpoint: Endpoint, planned: float | None) -> Report | None:
         """Run one probe under the limit and the outer guard; None when a reload or shutdown cancelled it."""
         hostname = endpoint.hostname
@@ -244,7 +249,7 @@ class ProbeScheduler:
             started_wall, started = time.time(), time.monotonic()
             if planned is not None:
                 self._metrics.lag.observe(max(0.0, started_wall - planned))
-            task = asyncio.ensure_future(asyncio.wait_for(self._probe(endpoint), endpoint.timeout + OUTER_GUARD))
+            task = asyncio.ensure_future(self._bounded(endpoint))
             self._inflight.setdefault(hostname, set()).add(task)
             try:
                 return await task
