@@ -52,15 +52,56 @@ def _safe(fn: Callable[[], T], default: T) -> T:
 # --------------------------------------------------------------------------
 # Parsing and per-certificate facts
 # --------------------------------------------------------------------------
+# A served certificate changes when someone renews it, not between two probes: a long-running
+# prober meets the same DER over and over.  Each one's parse and the facts the report shows
+# (names, key, fingerprint, self-signature) are kept per DER, so a steady probe decodes no
+# certificate, public key or name; only days_left is computed anew.  Bounded: emptied when full
+# (about 4 kB an entry).  Entries by id() hold their certificate, so an id is never reused while
+# it is in the table, and every lookup checks the object is the one kept.
+_KNOWN_MAX = 8192
+
+
+@dataclass(slots=True)
+class _Known:
+    cert: x509.Certificate
+    fingerprint: str | None = None
+    self_signed: bool | None = None
+    infos: dict[str, CertInfo] = dataclasses.field(default_factory=dict)  # per position
+
+
+_known_der: dict[bytes, _Known] = {}
+_known_id: dict[int, _Known] = {}
+
+
+def _known(cert: x509.Certificate) -> _Known | None:
+    known = _known_id.get(id(cert))
+    return known if known is not None and known.cert is cert else None
+
+
+def known_clear() -> None:
+    _known_der.clear()
+    _known_id.clear()
+
+
 def parse_chain(ders: Sequence[bytes]) -> tuple[list[x509.Certificate], list[str]]:
     """Parse the served DER certificates; the unparsable ones become error strings."""
     certs: list[x509.Certificate] = []
     errors: list[str] = []
     for index, der in enumerate(ders):
+        der = bytes(der)
+        known = _known_der.get(der)
+        if known is not None:
+            certs.append(known.cert)
+            continue
         try:
-            certs.append(x509.load_der_x509_certificate(bytes(der)))
+            cert = x509.load_der_x509_certificate(der)
         except Exception as exc:  # noqa: BLE001 - ValueError mostly, but never let it escape
             errors.append(f"served certificate #{index} could not be parsed: {_one_line(exc)}")
+            continue
+        if len(_known_der) >= _KNOWN_MAX:
+            known_clear()
+        _known_der[der] = _known_id[id(cert)] = _Known(cert)
+        certs.append(cert)
     return certs, errors
 
 
@@ -71,12 +112,19 @@ def _one_line(exc: BaseException) -> str:
 
 def is_self_signed(cert: x509.Certificate) -> bool:
     """Subject equals issuer and the certificate's own key verifies its signature."""
+    known = _known(cert)
+    if known is not None and known.self_signed is not None:
+        return known.self_signed
+
     def check() -> bool:
         if cert.subject != cert.issuer:
             return False
         cert.verify_directly_issued_by(cert)
         return True
-    return _safe(check, False)
+    answer = _safe(check, False)
+    if known is not None:
+        known.self_signed = answer
+    return answer
 
 
 def positions(chain: Sequence[x509.Certificate]) -> list[str]:
@@ -183,11 +231,28 @@ def _serial_hex(cert: x509.Certificate) -> str:
 
 
 def fingerprint(cert: x509.Certificate) -> str:
-    return _safe(lambda: cert.fingerprint(hashes.SHA256()).hex(), "")
+    known = _known(cert)
+    if known is not None and known.fingerprint is not None:
+        return known.fingerprint
+    value = _safe(lambda: cert.fingerprint(hashes.SHA256()).hex(), "")
+    if known is not None:
+        known.fingerprint = value
+    return value
 
 
 def cert_info(cert: x509.Certificate, position: str, now: float) -> CertInfo:
     """Report facts about one certificate.  Never raises: odd fields get safe values."""
+    known = _known(cert)
+    info = known.infos.get(position) if known is not None else None
+    if info is None:
+        info = _cert_info(cert, position, now)
+        if known is not None:
+            known.infos[position] = info
+        return info
+    return dataclasses.replace(info, days_left=(info.not_after - now) / _DAY)
+
+
+def _cert_info(cert: x509.Certificate, position: str, now: float) -> CertInfo:
     not_before, not_after = _validity(cert)
     key_type, key_size = _safe(lambda: _key_type_and_size(cert), ("unknown", None))
     return CertInfo(
@@ -780,6 +845,7 @@ def cache_info() -> CacheInfo:
 
 def cache_clear() -> None:
     _CACHE.clear()
+    known_clear()
 
 
 # --------------------------------------------------------------------------

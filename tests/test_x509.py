@@ -1,6 +1,7 @@
 """Certificate analysis against real certificates from the lab PKI."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import warnings
@@ -504,3 +505,34 @@ def test_cache_is_bounded(inter: CA, store, monkeypatch) -> None:
     x509.verify_chain_cached(chain, "h5.example.test", store, NOW)
     x509.verify_chain_cached(chain, "h0.example.test", store, NOW)
     assert x509.cache_info().hits == 1
+
+
+# ----------------------------------------------------------------- facts kept per served DER
+def test_a_served_certificate_is_parsed_once_and_its_facts_are_kept(inter: CA):
+    """The same DER on the next probe gives the same parsed certificate and the same facts,
+    with days_left as of that probe."""
+    x509.known_clear()
+    ders = inter.issue([HOST], days_valid=40).ders()
+    first, errors = x509.parse_chain(ders)
+    again, _ = x509.parse_chain([bytes(d) for d in ders])  # new bytes objects, as each handshake gives
+    assert not errors and [a is b for a, b in zip(first, again)] == [True, True]
+    info_now = x509.cert_info(again[0], "leaf", NOW)
+    info_later = x509.cert_info(again[0], "leaf", NOW + 10 * DAY)
+    assert abs(info_now.days_left - info_later.days_left - 10) < 1e-9
+    assert dataclasses.replace(info_later, days_left=info_now.days_left) == info_now
+    fresh = cx509.load_der_x509_certificate(ders[0])  # not met through parse_chain: computed, not kept
+    assert x509.cert_info(fresh, "leaf", NOW) == info_now
+    assert x509.fingerprint(fresh) == x509.fingerprint(again[0]) == info_now.fingerprint_sha256
+    assert x509.cert_info(again[0], "intermediate", NOW).position == "intermediate"  # kept per position
+
+
+def test_the_kept_facts_are_bounded(inter: CA, monkeypatch):
+    x509.known_clear()
+    monkeypatch.setattr(x509, "_KNOWN_MAX", 3)
+    issued = [inter.issue([f"h{i}.example.test"]) for i in range(7)]
+    for one in issued:
+        certs, _ = x509.parse_chain(one.ders()[:1])
+        assert x509.cert_info(certs[0], "leaf", NOW).sans == (one.cert.extensions.get_extension_for_class(
+            cx509.SubjectAlternativeName).value.get_values_for_type(cx509.DNSName)[0],)
+        assert len(x509._known_der) <= 3 and len(x509._known_id) <= 3
+    x509.known_clear()
