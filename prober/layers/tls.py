@@ -98,13 +98,27 @@ class AsyncioStream:
 # Connections whose server sent a CertificateRequest (mTLS), seen through OpenSSL's message
 # callback: Python's ssl has no other way to tell that a certificate was asked for.
 _CERT_REQUESTED: weakref.WeakSet = weakref.WeakSet()
-_CERTIFICATE_REQUEST = getattr(getattr(ssl, "_TLSMessageType", None), "CERTIFICATE_REQUEST", 13)
+_HANDSHAKE, _CERTIFICATE_REQUEST = 22, 13  # TLS content type and handshake message type
 
 
-def _note_certificate_request(conn: object, direction: str, version: object, content_type: object,
-                              msg_type: object, data: bytes) -> None:
-    if direction == "read" and msg_type == _CERTIFICATE_REQUEST:
+def _note_certificate_request(conn: object, direction: str, version: int, content_type: int,
+                              msg_type: int, data: bytes) -> None:
+    if direction == "read" and content_type == _HANDSHAKE and msg_type == _CERTIFICATE_REQUEST:
         _CERT_REQUESTED.add(conn)
+
+
+def _set_message_callback(ctx: ssl.SSLContext, callback: Callable[..., None]) -> None:
+    """ctx._msg_callback = callback, without ssl.py's wrapper: it turns the numbers of every TLS
+    message into enums before calling, 2% of a probe's CPU.  The C context's own descriptor takes
+    the callback as is (ssl.py sets it the same way); where it is missing, the wrapped form."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = getattr(getattr(getattr(ssl, "_ssl", None), "_SSLContext", None), "_msg_callback", None)
+        if hasattr(raw, "__set__"):
+            callback.user_function = callback  # what ssl.py's getter reads back
+            raw.__set__(ctx, callback)
+        else:
+            ctx._msg_callback = callback  # private, but the only hook for it (also in 3.13)
 
 
 def _base_context() -> ssl.SSLContext:
@@ -124,9 +138,7 @@ def probe_context(client_cert: ClientCert | None = None) -> ssl.SSLContext:
     ctx.set_alpn_protocols(["http/1.1"])
     if client_cert is not None:
         ctx.load_cert_chain(client_cert.cert_file, client_cert.key_file)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ctx._msg_callback = _note_certificate_request  # private, but the only hook for it (also in 3.13)
+    _set_message_callback(ctx, _note_certificate_request)
     return ctx
 
 
