@@ -270,9 +270,14 @@ def _walk_answer(response: dns.message.Message, qname: dns.name.Name, rdtype: in
     return name, cnames, addresses, (min(ttls) if ttls else None)
 
 
+@functools.lru_cache(maxsize=1024)  # one probe asks for its name about eight times; 1,024 covers every probe in flight
+def _qname(hostname: str) -> dns.name.Name:
+    return dns.name.from_text(hostname)
+
+
 async def _lookup_type(udp: UdpExchange, hostname: str, rdtype: int, address: str, port: int,
                        deadline: float, recursion: bool, want_dnssec: bool = True) -> _Lookup:
-    qname = dns.name.from_text(hostname)
+    qname = _qname(hostname)
     cnames: list[str] = []
     ttls: list[int] = []
     ad, rrsig, ede = True, None, ()

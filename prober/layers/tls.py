@@ -85,9 +85,11 @@ class AsyncioStream:
         return self
 
     def close(self) -> None:
-        """close_notify and FIN go out in the background; never waits on the peer, never raises."""
+        """close_notify and FIN go out in the background; never waits on the peer, never raises.
+        Once only: asyncio's TLS transport forgets its protocol on a second close()."""
         try:
-            self._writer.close()
+            if not self._writer.transport.is_closing():
+                self._writer.close()
         except Exception:  # closing a broken stream must never fail a probe
             pass
 
