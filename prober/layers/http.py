@@ -12,7 +12,6 @@ import re
 import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
-from typing import Any
 
 import h11
 
