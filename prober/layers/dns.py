@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import dns.entropy
 import dns.exception
@@ -372,11 +373,28 @@ def _dnssec_state(merged: _Lookup) -> DnssecState:
                        failure=merged.failure)
 
 
+T = TypeVar("T")
+
+
+async def _together(*jobs: Awaitable[T]) -> list[T]:
+    """asyncio.gather for coroutines that never raise, with the first run in the caller's task: one
+    task fewer per call (a task costs ~11 µs, and a probe made 14 here).  All start before any is
+    awaited, so the queries still go out together."""
+    rest = [asyncio.ensure_future(job) for job in jobs[1:]]
+    try:
+        first = await jobs[0]
+    except BaseException:  # cancelled (the probe's deadline): take the others down with it
+        for task in rest:
+            task.cancel()
+        raise
+    return [first, *[await task for task in rest]]
+
+
 async def ask(udp: UdpExchange, hostname: str, spec: ResolverSpec, deadline: float, *, recursion: bool = True,
               authoritative: bool = False, want_dnssec: bool = True) -> ResolverAnswer:
     """Ask one server for A and AAAA; never raises."""
     started = time.monotonic()
-    a, aaaa = await asyncio.gather(
+    a, aaaa = await _together(
         _lookup_type(udp, hostname, dns.rdatatype.A, spec.address, spec.port, deadline, recursion, want_dnssec),
         _lookup_type(udp, hostname, dns.rdatatype.AAAA, spec.address, spec.port, deadline, recursion,
                      want_dnssec))
@@ -511,11 +529,10 @@ async def _authoritative(udp: UdpExchange, endpoint: Endpoint, resolvers: tuple[
     elif endpoint.authoritative != "off":
         specs = (parse_authoritative(endpoint.authoritative),)
     want = endpoint.dns.dnssec != "off"
-    answers, checked = await asyncio.gather(
-        asyncio.gather(*(ask(udp, endpoint.hostname, s, deadline, recursion=False, authoritative=True,
-                             want_dnssec=want) for s in specs)),
-        _delegation(udp, zone, names, specs, resolvers, deadline))
-    return zone, tuple(answers), checked
+    answers = await _together(*(ask(udp, endpoint.hostname, s, deadline, recursion=False, authoritative=True,
+                                    want_dnssec=want) for s in specs), _delegation(udp, zone, names, specs,
+                                                                                   resolvers, deadline))
+    return zone, tuple(answers[:-1]), answers[-1]
 
 
 async def _delegation(udp: UdpExchange, zone: str | None, names: tuple[str, ...], known: tuple[ResolverSpec, ...],
@@ -546,8 +563,8 @@ async def probe_dns(endpoint: Endpoint, resolvers: tuple[ResolverSpec, ...], dea
     udp = UdpExchange()
     want = endpoint.dns.dnssec != "off"
     try:
-        answers, (zone, auth, checked) = await asyncio.gather(
-            asyncio.gather(*(ask(udp, endpoint.hostname, r, deadline, want_dnssec=want) for r in resolvers)),
+        *answers, (zone, auth, checked) = await _together(
+            *(ask(udp, endpoint.hostname, r, deadline, want_dnssec=want) for r in resolvers),
             _authoritative(udp, endpoint, resolvers, deadline))
     finally:
         udp.close()

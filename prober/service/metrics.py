@@ -104,15 +104,15 @@ class _Rows(Collector):
     """Collects samples per family; a repeated label set keeps its first value."""
 
     def __init__(self, base: dict[str, str], drop: frozenset[str] = frozenset()) -> None:
-        self.base = base
+        self.base = tuple(base.items())
         self.drop = drop
         self.by_family: dict[str, dict[tuple, float]] = {}
 
     def add(self, family: str, value: float, **labels: str | None) -> None:
         if family in self.drop:
             return
-        full = {**self.base, **{k: _clip(v) for k, v in labels.items()}}
-        self.by_family.setdefault(family, {}).setdefault(tuple(full.items()), float(value))
+        key = self.base + tuple((k, _clip(v)) for k, v in labels.items())  # no call names a base label
+        self.by_family.setdefault(family, {}).setdefault(key, float(value))
 
     def collect(self) -> Iterator[Metric]:
         """The rows as metric families (a Collector, for generate_latest)."""
@@ -136,7 +136,7 @@ class _Rows(Collector):
                 continue
             out.append("".join(
                 f"{name}{{{','.join(f'{k}={chr(34)}{_escape(v)}{chr(34)}' for k, v in sorted(labels))}}} "
-                f"{floatToGoString(value)}\n" for labels, value in rows.items()).encode())
+                f"{'1.0' if value == 1.0 else floatToGoString(value)}\n" for labels, value in rows.items()).encode())
         return tuple(out)
 
     def render_by_client(self) -> tuple[bytes, ...]:
@@ -153,6 +153,8 @@ class _Rows(Collector):
 
 def _escape(value: str) -> str:
     """A label value as the text format escapes it: backslash, newline and double quote."""
+    if "\\" not in value and "\n" not in value and '"' not in value:
+        return value
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
