@@ -111,7 +111,7 @@ class _Rows(Collector):
     def add(self, family: str, value: float, **labels: str | None) -> None:
         if family in self.drop:
             return
-        key = self.base + tuple((k, _clip(v)) for k, v in labels.items())  # no call names a base label
+        key = self.base + tuple([(k, _clip(v)) for k, v in labels.items()])  # no call names a base label
         self.by_family.setdefault(family, {}).setdefault(key, float(value))
 
     def collect(self) -> Iterator[Metric]:
@@ -134,9 +134,9 @@ class _Rows(Collector):
             if not rows:
                 out.append(b"")
                 continue
-            out.append("".join(
-                f"{name}{{{','.join(f'{k}={chr(34)}{_escape(v)}{chr(34)}' for k, v in sorted(labels))}}} "
-                f"{'1.0' if value == 1.0 else floatToGoString(value)}\n" for labels, value in rows.items()).encode())
+            out.append("".join([
+                name + "{" + ",".join([k + '="' + _escape(v) + '"' for k, v in sorted(labels)]) + "} "
+                + ("1.0" if value == 1.0 else floatToGoString(value)) + "\n" for labels, value in rows.items()]).encode())
         return tuple(out)
 
     def render_by_client(self) -> tuple[bytes, ...]:
