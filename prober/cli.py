@@ -192,6 +192,10 @@ def _skip_unused_imports() -> None:
         sys.modules["trio"] = None  # type: ignore[assignment]  # `import trio` now raises ImportError
 
 
+class OutputLost(Exception):
+    """stdout refused the report (not a closed pipe: a full disk, say)."""
+
+
 # Commands that hold nothing a finalizer must release once main() returns: no child processes, no
 # temporary directories, no open files of their own.  See run().
 _NOTHING_TO_RELEASE = frozenset({"check", "validate", "discover"})
@@ -226,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         print("prober: interrupted (Ctrl-C)" + (" before a verdict" if args.command == "check" else ""),
               file=sys.stderr)
         return EXIT_UNKNOWN
+    except OutputLost as err:  # the result is unknown to whoever reads stdout
+        print(f"prober: could not write the output: {err}", file=sys.stderr)
+        return EXIT_UNKNOWN
     except BrokenPipeError:  # the reader went away (`| head`): no traceback
         from .commands import quiet_stdout
         quiet_stdout()
@@ -250,6 +257,11 @@ def run() -> None:
     except BrokenPipeError:  # the reader went away after the last write
         from .commands import quiet_stdout
         quiet_stdout()
+    except OSError as err:  # a full disk, say: the output is incomplete, so the result is unknown
+        from .commands import quiet_stdout
+        quiet_stdout()
+        print(f"prober: could not write the output: {err.strerror or err}", file=sys.stderr)
+        code = EXIT_UNKNOWN
     try:
         sys.stderr.flush()
     except OSError:

@@ -141,6 +141,10 @@ def _emit(text: str) -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         quiet_stdout()
+    except OSError as err:  # a full disk, say: the report is lost
+        quiet_stdout()
+        from .cli import OutputLost
+        raise OutputLost(err.strerror or str(err)) from None
 
 
 def quiet_stdout() -> None:

@@ -140,6 +140,16 @@ def test_a_slow_reader_still_gets_every_byte_of_a_large_report(lab):
     assert code == 2 and err == b""
 
 
+@pytest.mark.parametrize("json_flag", [(), ("--json",)], ids=["text", "json"])
+def test_output_that_cannot_be_written_is_one_line_and_unknown(lab, json_flag):
+    """A full disk under stdout: the report is lost, so the result is UNKNOWN, said in one line."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*PROBER, "check", "healthy.lab.test", "--config", lab.config_path, *json_flag],
+                              stdout=full, stderr=subprocess.PIPE, text=True, env=ENV, timeout=60)
+    assert done.returncode == 3
+    assert done.stderr.splitlines() == ["prober: could not write the output: No space left on device"]
+
+
 def test_check_timeout_is_bounded_by_sanity_not_by_interval(lab):
     done = prober("check", "healthy.lab.test", "--config", lab.config_path, "--timeout", "90s")
     assert done.returncode == 0, done.stderr  # the lab's interval is 60s
