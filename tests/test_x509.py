@@ -514,7 +514,7 @@ def test_a_served_certificate_is_parsed_once_and_its_facts_are_kept(inter: CA):
     x509.known_clear()
     ders = inter.issue([HOST], days_valid=40).ders()
     first, errors = x509.parse_chain(ders)
-    again, _ = x509.parse_chain([bytes(d) for d in ders])  # new bytes objects, as each handshake gives
+    again, _ = x509.parse_chain([bytes(bytearray(d)) for d in ders])  # new bytes objects, as each handshake gives
     assert not errors and [a is b for a, b in zip(first, again)] == [True, True]
     info_now = x509.cert_info(again[0], "leaf", NOW)
     info_later = x509.cert_info(again[0], "leaf", NOW + 10 * DAY)
