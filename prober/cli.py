@@ -202,6 +202,11 @@ _NOTHING_TO_RELEASE = frozenset({"check", "validate", "discover"})
 _command: str | None = None
 
 
+def _output_lost(why: str) -> int:
+    print(f"prober: could not write the output: {why}", file=sys.stderr)
+    return EXIT_UNKNOWN
+
+
 def main(argv: list[str] | None = None) -> int:
     global _command
     args = build_parser().parse_args(argv)
@@ -231,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_UNKNOWN
     except OutputLost as err:  # the result is unknown to whoever reads stdout
-        print(f"prober: could not write the output: {err}", file=sys.stderr)
-        return EXIT_UNKNOWN
+        return _output_lost(str(err))
     except BrokenPipeError:  # the reader went away (`| head`): no traceback
         from .commands import quiet_stdout
         quiet_stdout()
@@ -254,14 +258,11 @@ def run() -> None:
         sys.exit(code)
     try:
         sys.stdout.flush()
-    except BrokenPipeError:  # the reader went away after the last write
+    except OSError as err:  # the reader went away (quietly), or a full disk: then the result is unknown
         from .commands import quiet_stdout
         quiet_stdout()
-    except OSError as err:  # a full disk, say: the output is incomplete, so the result is unknown
-        from .commands import quiet_stdout
-        quiet_stdout()
-        print(f"prober: could not write the output: {err.strerror or err}", file=sys.stderr)
-        code = EXIT_UNKNOWN
+        if not isinstance(err, BrokenPipeError):
+            code = _output_lost(err.strerror or str(err))
     try:
         sys.stderr.flush()
     except OSError:
